@@ -1,0 +1,63 @@
+"""``tdri``: the engine's command line, for people and scripts.
+
+Each group of subcommands lives beside the code it drives and registers itself here:
+``tdri_engine.cli_models`` (models demo/check), ``tdri_engine.cli_session`` (generate, refine),
+``tdri_engine.optimizer.cli`` (train, adapters, export), ``tdri_engine.store.cli`` (project tools).
+Errors print their message and what to do, and exit non-zero; no traceback for expected failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import TdriError
+
+# module path of each subcommand group; each module defines register(subparsers)
+COMMAND_MODULES = (
+    "tdri_engine.cli_models",
+    "tdri_engine.cli_session",
+    "tdri_engine.optimizer.cli",
+    "tdri_engine.store.cli",
+    "tdri_engine.bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdri",
+        description="TDRI engine: dialogue-driven image generation and preference learning.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # group not present in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TdriError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.what_to_do:
+            print(f"what to do: {exc.what_to_do}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
