@@ -1,0 +1,937 @@
+"""A project on disk: ``project.json``, the durable tables, images, adapters and exports.
+
+::
+
+    projects/<slug>/project.json   name, slug, schema_version, created, profile, settings, meta, stats
+    projects/<slug>/db.json        TinyDB-layout snapshot (+ db.json.bak, db.journal, db.journal.prev)
+    projects/<slug>/images/        PNGs with provenance in text chunks
+    projects/<slug>/loras/         adapter versions (written by the optimizer)
+    projects/<slug>/exports/       JSONL, HTML, Parquet exports
+    projects/<slug>/backups/       copies made before a schema migration
+
+One process writes a project at a time (an exclusive lock on ``.lock``); others may open it
+read-only. A save is durable when ``put`` returns, and the in-memory state changes only after
+the disk write succeeded: a full disk costs the save being attempted, nothing else.
+
+We use tinydb for its file format (``db.json`` opens in plain ``tinydb.TinyDB``) and its query
+language: ``store.find(Task, Query().status == "done")`` works, as does any ``callable(dict)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import BadInput, ProjectError, StorageError, TdriError
+from ..records import ImageRecord, Record, Task, now_iso
+from ..settings import EngineSettings
+from .db import Database, RecoveryReport
+from .fsutil import (
+    atomic_write,
+    fsync_dir,
+    probe_writable,
+    read_only_project_error,
+    storage_error,
+    timestamp,
+    unique_path,
+    write_file_synced,
+)
+from .images import DEFAULT_MAX_PIXELS, load_image_checked, provenance_of, save_png
+from .migrations import SCHEMA_VERSION, migrate
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+R = TypeVar("R", bound=Record)
+
+PROJECT_FILE = "project.json"
+LOCK_FILE = ".lock"
+SUBDIRS = ("images", "loras", "exports")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(1, 10)),
+    *(f"lpt{i}" for i in range(1, 10)),
+}
+_NOUNS = {
+    "tasks": "task",
+    "annotations": "annotation",
+    "dialogues": "dialogue",
+    "turns": "dialogue turn",
+    "images": "image record",
+    "preferences": "preference",
+    "adapters": "adapter version",
+}
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def slugify(name: str) -> str:
+    """Folder name for a project: lower-case letters and digits (any script) joined by dashes.
+
+    ``"Summer Dresses 2025"`` -> ``"summer-dresses-2025"``, ``"../../etc"`` -> ``"etc"``,
+    ``"Été à Paris"`` -> ``"été-à-paris"``. Raises ProjectError when nothing is left.
+    """
+    text = unicodedata.normalize("NFKC", str(name)).casefold()
+    out: list[str] = []
+    for ch in text:
+        # letters, digits and the combining marks some scripts need (e.g. Devanagari vowels)
+        if ch.isalnum() or (out and out[-1] != "-" and unicodedata.category(ch).startswith("M")):
+            out.append(ch)
+        elif out and out[-1] != "-":
+            out.append("-")
+    slug = "".join(out)[:64].strip("-")
+    if not slug:
+        raise ProjectError(
+            f"The project name {name!r} has no letters or digits to make a folder name from.",
+            "Use a name with at least one letter or digit.",
+            kind="bad-name",
+        )
+    if slug in _WINDOWS_RESERVED:
+        slug += "-project"
+    return slug
+
+
+def _inside(root: Path, target: Path) -> bool:
+    try:
+        target.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------- small values
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """One entry of the projects list (read from ``project.json`` only).
+
+    ``n_tasks`` is as of the project's last compaction or close (None when unknown);
+    ``problem`` says why a folder could not be read as a project.
+    """
+
+    name: str
+    slug: str
+    path: Path
+    created: str = ""
+    n_tasks: int | None = None
+    profile: str = ""
+    schema_version: int | None = None
+    problem: str | None = None
+
+
+@dataclass
+class ImportResult:
+    """What ``import_images`` made: tasks and images, plus per-file notes and errors."""
+
+    tasks: list[Task] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # path -> what was changed
+    errors: dict[str, TdriError] = field(default_factory=dict)  # path -> why it was refused
+    skipped: list[str] = field(default_factory=list)  # folder entries that are not image files
+
+    def summary(self) -> str:
+        lines = [f"Imported {len(self.images)} images as {len(self.tasks)} tasks."]
+        for path, err in self.errors.items():
+            lines.append(f"Not imported: {path}: {err.message}")
+        for path, notes in self.notes.items():
+            for note in notes:
+                lines.append(f"Note: {Path(path).name}: {note}")
+        if self.skipped:
+            lines.append(f"Skipped {len(self.skipped)} files that are not images.")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- lock
+
+
+class _ProjectLock:
+    """Exclusive lock on ``<project>/.lock``; released when the process ends, even by SIGKILL."""
+
+    def __init__(self, folder: Path):
+        self.fd = -1
+        path = folder / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise read_only_project_error(folder, exc) from exc
+        try:
+            _lock_fd(fd)
+        except OSError as exc:
+            holder = ""
+            try:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, getattr(errno, "EWOULDBLOCK", errno.EAGAIN)):
+                who = f" (process {holder})" if holder.isdigit() else ""
+                raise ProjectError(
+                    f"The project {folder.name} is open in another window{who}.",
+                    "Switch to that window, or close the project there first. "
+                    "You can also open it read-only here.",
+                    kind="project-locked",
+                ) from exc
+            raise storage_error(exc, "lock the project", folder) from exc
+        self.fd = fd
+        try:  # the holder's pid, for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = -1
+
+
+def _lock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# ---------------------------------------------------------------------------- project.json
+
+
+def _parse_project_json(path: Path) -> tuple[dict[str, Any] | None, str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, "is missing"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"is not valid JSON ({exc})" if raw.strip() else "is empty"
+    if not isinstance(doc, dict):
+        return None, "does not hold a JSON object"
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return None, f"has no valid schema_version (found {version!r})"
+    return doc, ""
+
+
+def _read_project_json(folder: Path) -> tuple[dict[str, Any], str | None]:
+    """project.json, or its backup when damaged: (doc, problem or None). Raises ProjectError."""
+    main = folder / PROJECT_FILE
+    doc, why = _parse_project_json(main)
+    if doc is not None:
+        return doc, None
+    bak = folder / (PROJECT_FILE + ".bak")
+    if why == "is missing" and not bak.exists():
+        raise ProjectError(
+            f"{folder} is not a TDRI project folder: it has no {PROJECT_FILE}.",
+            "Pick the project's own folder (the one holding project.json), or create a new project.",
+            kind="not-a-project",
+        )
+    bak_doc, bak_why = _parse_project_json(bak)
+    if bak_doc is None:
+        raise ProjectError(
+            f"The project settings file {main} {why}, and its backup {bak.name} {bak_why}.",
+            f"Restore {PROJECT_FILE} from a backup of the project. The database and images in "
+            f"{folder} were not touched.",
+            kind="project-damaged",
+        )
+    return bak_doc, f"{PROJECT_FILE} {why}; its previous copy {bak.name} was used."
+
+
+def _too_new(path: Path, version: int) -> ProjectError:
+    return ProjectError(
+        f"The project {path.name} was made by a newer TDRI Studio (project schema version {version}; "
+        f"this version reads up to {SCHEMA_VERSION}).",
+        "Update TDRI Studio to open it. The project was not changed.",
+        kind="project-too-new",
+    )
+
+
+def _key_field(cls: type[Record]) -> str:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if "id" in names:
+        return "id"
+    if "task_id" in names:  # Annotation: one per task
+        return "task_id"
+    raise TypeError(f"{cls.__name__} has no id field")
+
+
+def _table_of(cls: type[Record]) -> str:
+    if not getattr(cls, "TABLE", ""):
+        raise TypeError(f"{cls.__name__} is not a stored record type (no TABLE)")
+    return cls.TABLE
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+class ProjectStore:
+    """An open project. Create with :func:`create_project` or :func:`open_project`.
+
+    Records are the dataclasses of ``tdri_engine.records``; each lives in its ``TABLE`` and is
+    keyed by its ``id`` (an Annotation by its ``task_id``). Every write is durable when the
+    call returns and changes nothing in memory if it fails. Safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        doc: dict[str, Any],
+        db: Database,
+        lock: _ProjectLock | None,
+        *,
+        read_only: bool,
+    ):
+        self.path = path
+        self._doc = doc
+        self._db = db
+        self._lock = lock
+        self.read_only = read_only
+        self.recovery: RecoveryReport | None = db.recovery
+        self.open_notes: list[str] = []  # things to tell the user once (migration, settings reset)
+        self.migration_backup: Path | None = None
+        self._closed = False
+        self.settings = self._parse_settings(doc)
+
+    # ---- identity
+    @property
+    def name(self) -> str:
+        return str(self._doc.get("name") or self.path.name)
+
+    @property
+    def slug(self) -> str:
+        return str(self._doc.get("slug") or self.path.name)
+
+    @property
+    def profile(self) -> str:
+        return str(self._doc.get("profile") or "demo")
+
+    @property
+    def created(self) -> str:
+        return str(self._doc.get("created", ""))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._doc.get("schema_version", SCHEMA_VERSION))
+
+    @property
+    def images_dir(self) -> Path:
+        return self.path / "images"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.path / "loras"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.path / "exports"
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"<ProjectStore {self.name!r} at {self.path} ({mode})>"
+
+    # ---- project.json
+    def _parse_settings(self, doc: dict[str, Any]) -> EngineSettings:
+        try:
+            return EngineSettings.from_dict(doc.get("settings") or {})
+        except (BadInput, TypeError) as exc:
+            self.open_notes.append(
+                f"The saved engine settings were invalid ({exc}); defaults are used until you save settings."
+            )
+            return EngineSettings()
+
+    def _check_writable(self, action: str) -> None:
+        if self._closed:
+            raise ProjectError(f"Could not {action}: the project is closed.", "Open the project again.")
+        if self.read_only:
+            raise ProjectError(
+                f"Could not {action}: the project is open read-only.",
+                "Close the other window that has it open, then reopen the project normally.",
+                kind="project-read-only",
+            )
+
+    def _write_project_doc(self, doc: dict[str, Any], action: str) -> None:
+        data = (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        try:
+            atomic_write(self.path / PROJECT_FILE, data, keep_backup=True)
+        except OSError as exc:
+            raise storage_error(exc, action, self.path) from exc
+        self._doc = doc
+
+    def save_settings(self, settings: EngineSettings) -> None:
+        """Store the engine settings in project.json (atomically)."""
+        self._check_writable("save the settings")
+        doc = copy.deepcopy(self._doc)
+        doc["settings"] = settings.to_dict()
+        self._write_project_doc(doc, "save the settings")
+        self.settings = settings
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A small value kept in project.json (``last_task_id``, ``active_adapter`` ...)."""
+        return copy.deepcopy(self._doc.get("meta", {}).get(key, default))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Set a project.json meta value (JSON-safe); durable when it returns."""
+        self._check_writable("save the project state")
+        doc = copy.deepcopy(self._doc)
+        doc.setdefault("meta", {})[key] = copy.deepcopy(value)
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"The value for '{key}' cannot be stored in project.json: {exc}.") from exc
+        self._write_project_doc(doc, "save the project state")
+
+    def _stats(self) -> dict[str, int]:
+        return {
+            t: self._db.tables[t].rows.__len__() if t in self._db.tables else 0
+            for t in ("tasks", "images", "annotations")
+        }
+
+    def _write_stats(self) -> None:
+        """Refresh the counts list_projects shows; advisory, so a failure is not an error."""
+        if self.read_only or self._closed:
+            return
+        stats = self._stats()
+        if self._doc.get("stats") == stats:
+            return
+        doc = copy.deepcopy(self._doc)
+        doc["stats"] = stats
+        try:
+            self._write_project_doc(doc, "update the project summary")
+        except StorageError:
+            pass
+
+    # ---- records
+    def _noun(self, table: str) -> str:
+        return _NOUNS.get(table, table)
+
+    def put(self, record: R) -> R:
+        """Insert or replace ``record`` (by its id). Durable when it returns."""
+        self._check_writable("save")
+        table = _table_of(type(record))
+        self._db.write(
+            [("put", table, _key_field(type(record)), record.to_dict())], f"save the {self._noun(table)}"
+        )
+        return record
+
+    def put_many(self, records: Iterable[Record]) -> None:
+        """Save several records as one transaction: after a crash, all of them or none."""
+        self._check_writable("save")
+        changes = [("put", _table_of(type(r)), _key_field(type(r)), r.to_dict()) for r in records]
+        if changes:
+            self._db.write(changes, f"save {len(changes)} records")  # type: ignore[arg-type]
+
+    def delete(self, cls: type[Record], id: str) -> None:
+        """Remove the record of type ``cls`` with this id (no-op when absent)."""
+        self._check_writable("delete")
+        table = _table_of(cls)
+        self._db.write([("del", table, _key_field(cls), id)], f"delete the {self._noun(table)}")
+
+    def get(self, cls: type[R], id: str) -> R | None:
+        """The record with this id, or None. Each call returns a fresh, independent object."""
+        table = self._db.tables.get(_table_of(cls))
+        if table is None:
+            return None
+        with self._db.lock:
+            table.set_key_field(_key_field(cls))
+            doc_id = table.index.get(id)
+            if doc_id is None:
+                return None
+            enc = table.rows[doc_id][1]
+        return cls.from_dict(json.loads(enc))
+
+    def all(self, cls: type[R]) -> list[R]:
+        """Every record of ``cls`` in the order they were first saved."""
+        table = self._db.tables.get(_table_of(cls))
+        if table is None:
+            return []
+        with self._db.lock:
+            encoded = [enc for _, enc in table.rows.values()]
+        return [cls.from_dict(json.loads(enc)) for enc in encoded]
+
+    def find(self, cls: type[R], cond: Callable[[dict[str, Any]], bool]) -> list[R]:
+        """Records of ``cls`` whose stored dict satisfies ``cond``, in insertion order.
+
+        ``cond`` is a tinydb query (``Query().status == "done"``, ``where("choice") == "left"``)
+        or any callable taking the record's dict; it must not modify the dict.
+        """
+        table = self._db.tables.get(_table_of(cls))
+        if table is None:
+            return []
+        with self._db.lock:
+            matched = [enc for doc, enc in table.rows.values() if cond(doc)]
+        return [cls.from_dict(json.loads(enc)) for enc in matched]
+
+    def count(self, cls: type[Record]) -> int:
+        table = self._db.tables.get(_table_of(cls))
+        return 0 if table is None else len(table.rows)
+
+    # ---- images
+    def image_path(self, record_or_id: ImageRecord | str) -> Path:
+        """Absolute path of an image record's file (which may be missing: see load_image)."""
+        record = self._image_record(record_or_id)
+        if not record.file:
+            raise BadInput(f"The image record {record.id} has no file.", kind="image-missing")
+        path = self.path / record.file
+        if not _inside(self.path, path):
+            raise BadInput(
+                f"The image record {record.id} points outside the project ({record.file}).",
+                "The database was edited by hand; fix the 'file' entry or re-import the image.",
+            )
+        return path
+
+    def _image_record(self, record_or_id: ImageRecord | str) -> ImageRecord:
+        if isinstance(record_or_id, ImageRecord):
+            return record_or_id
+        record = self.get(ImageRecord, record_or_id)
+        if record is None:
+            raise BadInput(
+                f"There is no image with id {record_or_id!r} in this project.",
+                "The task refers to an image that was deleted; remove the task or import the image again.",
+                kind="image-missing",
+            )
+        return record
+
+    def load_image(self, record_or_id: ImageRecord | str) -> PILImage.Image:
+        """The image as RGB; BadInput kind ``image-missing`` naming the path when it is gone."""
+        path = self.image_path(record_or_id)
+        image, _ = load_image_checked(path, max_pixels=max(DEFAULT_MAX_PIXELS, 0))
+        return image
+
+    def add_image(self, image: PILImage.Image, record: ImageRecord) -> ImageRecord:
+        """Write ``images/<id>.png`` with provenance, fill file/width/height, save the record."""
+        self._check_writable("save the image")
+        if not _SAFE_ID.match(record.id):
+            raise BadInput(
+                f"Image id {record.id!r} cannot be used as a file name.", "Use letters, digits, - or _."
+            )
+        record = record.replace(file=f"images/{record.id}.png", width=image.width, height=image.height)
+        path = self.path / record.file
+        old = path.read_bytes() if path.exists() else None
+        self.images_dir.mkdir(exist_ok=True)
+        save_png(path, image, provenance_of(record))
+        try:
+            self.put(record)
+        except BaseException:
+            _restore(path, old)
+            raise
+        return record
+
+    def import_image(self, src: Path) -> tuple[ImageRecord, list[str]]:
+        """Validate an outside image, copy it into the project as PNG; return (record, notes)."""
+        self._check_writable("import the image")
+        src = Path(src)
+        image, notes = load_image_checked(src)
+        record = ImageRecord(origin="imported", source_path=str(src), name=src.stem, model="")
+        return self.add_image(image, record), notes
+
+    def import_images(
+        self, paths_or_folder: Path | str | Sequence[Path | str], *, pair: bool = True
+    ) -> ImportResult:
+        """Import files (or every image in a folder, sorted by name) as tasks.
+
+        With ``pair`` consecutive good images make pair tasks (an odd one out becomes a single
+        task); otherwise one task per image. A file that cannot be imported is listed in
+        ``errors`` and skipped. A storage failure (disk full) raises StorageError and leaves
+        the project exactly as before: no records and no image files from this import.
+        """
+        self._check_writable("import images")
+        result = ImportResult()
+        files = _collect_files(paths_or_folder, result)
+        source = str(paths_or_folder) if isinstance(paths_or_folder, (str, Path)) else "import"
+        written: list[Path] = []
+        try:
+            for src in files:
+                try:
+                    image, notes = load_image_checked(src)
+                except BadInput as exc:
+                    result.errors[str(src)] = exc
+                    continue
+                record = ImageRecord(origin="imported", source_path=str(src), name=src.stem, model="")
+                record = record.replace(
+                    file=f"images/{record.id}.png", width=image.width, height=image.height
+                )
+                self.images_dir.mkdir(exist_ok=True)
+                path = self.path / record.file
+                save_png(path, image, provenance_of(record))
+                written.append(path)
+                del image  # one decoded image in memory at a time
+                result.images.append(record)
+                if notes:
+                    result.notes[str(src)] = notes
+            step = 2 if pair else 1
+            for i in range(0, len(result.images), step):
+                group = result.images[i : i + step]
+                result.tasks.append(
+                    Task(
+                        name=" | ".join(r.name for r in group),
+                        images=[r.id for r in group],
+                        source=source,
+                        details={"files": [r.source_path for r in group]},
+                    )
+                )
+            self.put_many([*result.images, *result.tasks])
+        except BaseException:
+            for path in written:
+                _restore(path, None)
+            raise
+        return result
+
+    # ---- lifecycle
+    def compact(self) -> None:
+        """Rewrite the snapshot now (e.g. when idle) so the journal starts empty."""
+        self._check_writable("compact the database")
+        self._db.compact()
+
+    def close(self) -> None:
+        """Compact if anything changed, record counts, release the lock. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if not self.read_only:
+                journal = self._db.journal
+                if journal is not None and journal.entries:
+                    try:
+                        self._db.compact()  # calls _write_stats through on_compacted
+                    except StorageError:
+                        pass  # the journal holds everything; the next open replays it
+                else:
+                    self._write_stats()
+        finally:
+            self._closed = True
+            self._db.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> ProjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- migration (called by open_project)
+    def _migrate(self, from_version: int) -> None:
+        tables = self._db.raw_tables()
+        doc = copy.deepcopy(self._doc)
+        if not self.read_only:
+            self.migration_backup = self._backup_before_migration(from_version)
+        try:
+            notes = migrate(doc, tables, from_version)
+        except Exception as exc:  # noqa: BLE001 - any bug in a step must leave the project alone
+            where = f" A copy is in {self.migration_backup}." if self.migration_backup else ""
+            raise ProjectError(
+                f"Could not upgrade the project from schema version {from_version} to {SCHEMA_VERSION}: {exc}",
+                f"The project was not changed.{where} Please report this problem.",
+                kind="migration-failed",
+            ) from exc
+        doc.setdefault("slug", self.path.name)
+        self._db.replace_all(tables)
+        self._db.schema_version = SCHEMA_VERSION
+        if not self.read_only:
+            self._db.compact(fresh=True)
+            self._write_project_doc(doc, "upgrade the project")
+        else:
+            self._doc = doc
+        self.settings = self._parse_settings(doc)
+        where = (
+            f"; the old files are in {self.migration_backup}"
+            if self.migration_backup
+            else " (in memory: read-only)"
+        )
+        self.open_notes.append(f"Upgraded from schema version {from_version} to {SCHEMA_VERSION}{where}.")
+        self.open_notes.extend(notes)
+
+    def _backup_before_migration(self, from_version: int) -> Path:
+        dest = unique_path(self.path / "backups" / f"schema-v{from_version}-{timestamp()}")
+        try:
+            dest.mkdir(parents=True)
+            for name in (
+                PROJECT_FILE,
+                PROJECT_FILE + ".bak",
+                "db.json",
+                "db.json.bak",
+                "db.journal",
+                "db.journal.prev",
+            ):
+                src = self.path / name
+                if src.exists():
+                    write_file_synced(dest / name, src.read_bytes())
+            fsync_dir(dest)
+        except OSError as exc:
+            raise storage_error(exc, "back up the project before upgrading it", dest) from exc
+        return dest
+
+
+def _restore(path: Path, old: bytes | None) -> None:
+    """Undo an image write after the record could not be saved."""
+    try:
+        if old is None:
+            os.unlink(path)
+        else:
+            atomic_write(path, old)
+    except OSError:
+        pass
+
+
+def _collect_files(spec: Path | str | Sequence[Path | str], result: ImportResult) -> list[Path]:
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for child in sorted(p.iterdir(), key=lambda c: c.name.casefold()):
+                if child.name.startswith(".") or not child.is_file():
+                    continue
+                if child.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(child)
+                else:
+                    result.skipped.append(str(child))
+        else:
+            files.append(p)  # missing or odd files are reported by load_image_checked
+    return files
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def create_project(
+    root: Path,
+    name: str,
+    *,
+    profile: str = "demo",
+    settings: EngineSettings | None = None,
+    created: str | None = None,
+) -> ProjectStore:
+    """Make ``root/<slugify(name)>/`` and open it. Nothing half-made is left on failure.
+
+    Raises ProjectError for a bad or taken name and for a projects folder that cannot be
+    written (read-only, permissions, disk full).
+    """
+    root = Path(root)
+    clean_name = str(name).strip()
+    slug = slugify(clean_name)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _root_error(root, exc) from exc
+    problem = probe_writable(root)
+    if problem is not None:
+        raise _root_error(root, problem)
+    target = root / slug
+    if not _inside(root, target) or target.resolve().parent != root.resolve():
+        raise ProjectError(
+            f"The project name {name!r} would leave the projects folder.",
+            "Choose another name.",
+            kind="bad-name",
+        )
+    if target.exists():
+        raise ProjectError(
+            f"A project folder named {slug!r} already exists in {root}.",
+            "Choose another name, or open the existing project.",
+            kind="project-exists",
+        )
+    doc = {
+        "format": "tdri-project",
+        "name": clean_name,
+        "slug": slug,
+        "schema_version": SCHEMA_VERSION,
+        "created": created or now_iso(),
+        "profile": profile,
+        "settings": (settings or EngineSettings()).to_dict(),
+        "meta": {},
+        "stats": {"tasks": 0, "images": 0, "annotations": 0},
+    }
+    # Build in a hidden staging folder, then one rename: no half-made project is ever visible.
+    staging = root / f".creating-{slug}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir()
+        for sub in SUBDIRS:
+            (staging / sub).mkdir()
+        data = (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        write_file_synced(staging / PROJECT_FILE, data)
+        write_file_synced(staging / (PROJECT_FILE + ".bak"), data)
+        db = Database(staging, schema_version=SCHEMA_VERSION)
+        db.load()  # writes db.json, its backup and an empty journal
+        db.close()
+        fsync_dir(staging)
+        os.rename(staging, target)
+        fsync_dir(root)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if target.exists() and exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise ProjectError(
+                f"A project folder named {slug!r} already exists in {root}.",
+                "Choose another name, or open the existing project.",
+                kind="project-exists",
+            ) from exc
+        raise _root_error(root, exc) from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return open_project(target)
+
+
+def _root_error(root: Path, exc: OSError) -> ProjectError:
+    err = storage_error(exc, f"create the project in {root}")
+    return ProjectError(
+        err.message,
+        err.what_to_do.replace("you can still open it read-only. ", "")
+        + " Or choose another projects folder.",
+        kind="projects-folder",
+    )
+
+
+def open_project(path: Path, *, read_only: bool = False, compact_every: int | None = None) -> ProjectStore:
+    """Open the project in ``path``; repair what a crash or a damaged file left, and report it.
+
+    ``read_only`` opens without the lock and changes nothing on disk (a damaged database is
+    recovered in memory only). ``compact_every`` (journal entries; default: when the journal
+    outgrows the snapshot) is for tests and tuning. Raises ProjectError: not a project
+    (``not-a-project``), from a newer app (``project-too-new``), open elsewhere
+    (``project-locked``), folder read-only (``project-read-only``), damaged beyond repair
+    (``project-damaged``).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ProjectError(
+            f"There is no project folder at {path}.",
+            "Check the path, or create a new project.",
+            kind="project-missing",
+        )
+    doc, pj_problem = _read_project_json(path)
+    if doc["schema_version"] > SCHEMA_VERSION:
+        raise _too_new(path, doc["schema_version"])
+    lock = None
+    if not read_only:
+        problem = probe_writable(path)
+        if problem is not None:
+            raise read_only_project_error(path, problem)
+        lock = _ProjectLock(path)
+    db = Database(
+        path, read_only=read_only, compact_every=compact_every, schema_version=doc["schema_version"]
+    )
+    try:
+        db.load(max_schema_version=SCHEMA_VERSION, too_new=lambda v: _too_new(path, v))
+        store = ProjectStore(path, doc, db, lock, read_only=read_only)
+        if pj_problem is not None:
+            store.recovery = _with_project_json_problem(store, pj_problem)
+        data_version = db.schema_version
+        if data_version < SCHEMA_VERSION:
+            store._migrate(data_version)
+        elif doc["schema_version"] < data_version:
+            # the database was upgraded but project.json not yet (cut off mid-upgrade): finish it
+            fixed = copy.deepcopy(doc)
+            migrate(fixed, {}, doc["schema_version"])
+            fixed.setdefault("slug", path.name)
+            if not read_only:
+                store._write_project_doc(fixed, "upgrade the project")
+            store._doc = fixed
+            store.settings = store._parse_settings(fixed)
+        if not read_only:
+            for sub in SUBDIRS:
+                (path / sub).mkdir(exist_ok=True)
+        db.on_compacted = store._write_stats
+    except BaseException:
+        db.close()
+        if lock is not None:
+            lock.release()
+        raise
+    return store
+
+
+def _with_project_json_problem(store: ProjectStore, problem: str) -> RecoveryReport:
+    """Fold a damaged project.json (recovered from its backup) into the recovery report."""
+    kept: list[str] = []
+    main = store.path / PROJECT_FILE
+    if not store.read_only:
+        if main.exists():
+            dst = unique_path(store.path / f"{PROJECT_FILE}.corrupt-{timestamp()}")
+            try:
+                os.replace(main, dst)
+            except OSError as exc:
+                raise storage_error(exc, "set the damaged project.json aside", store.path) from exc
+            kept.append(str(dst))
+        store._write_project_doc(copy.deepcopy(store._doc), "repair project.json")
+    prior = store.recovery
+    bak = store.path / (PROJECT_FILE + ".bak")
+    if prior is None:
+        from .db import _mtime_iso
+
+        return RecoveryReport(
+            what="The project settings file was damaged; TDRI Studio used its previous copy.",
+            source=bak.name,
+            good_copy_time=_mtime_iso(bak),
+            corrupt_file_kept=kept[0] if kept else None,
+            kept_files=tuple(kept),
+            problems=(problem,),
+            repaired=not store.read_only,
+        )
+    return dataclasses.replace(
+        prior,
+        problems=(*prior.problems, problem),
+        kept_files=(*prior.kept_files, *kept),
+        corrupt_file_kept=prior.corrupt_file_kept or (kept[0] if kept else None),
+    )
+
+
+def list_projects(root: Path) -> list[ProjectInfo]:
+    """Projects under ``root``, by name; reads only each ``project.json`` (cheap)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out: list[ProjectInfo] = []
+    for child in root.iterdir():
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        pj = child / PROJECT_FILE
+        if not pj.exists() and not (child / (PROJECT_FILE + ".bak")).exists():
+            continue  # not a project folder
+        doc, why = _parse_project_json(pj)
+        if doc is None:
+            doc, _ = _parse_project_json(child / (PROJECT_FILE + ".bak"))
+        if doc is None:
+            out.append(
+                ProjectInfo(name=child.name, slug=child.name, path=child, problem=f"{PROJECT_FILE} {why}")
+            )
+            continue
+        stats = doc.get("stats") if isinstance(doc.get("stats"), dict) else {}
+        n_tasks = stats.get("tasks")
+        version = doc["schema_version"]
+        out.append(
+            ProjectInfo(
+                name=str(doc.get("name") or child.name),
+                slug=str(doc.get("slug") or child.name),
+                path=child,
+                created=str(doc.get("created", "")),
+                n_tasks=n_tasks if isinstance(n_tasks, int) else None,
+                profile=str(doc.get("profile") or doc.get("model_profile") or ""),
+                schema_version=version,
+                problem=f"made by a newer TDRI Studio (schema {version})"
+                if version > SCHEMA_VERSION
+                else None,
+            )
+        )
+    out.sort(key=lambda info: info.name.casefold())
+    return out
