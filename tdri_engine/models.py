@@ -1,0 +1,687 @@
+"""Model roles, profiles, offline resolution and the lazy model registry.
+
+A *profile* names one model per *role* (generator, pose ControlNet, pose detector, VLM
+captioner, CLIP and BLIP scorers, summarizer LLM). Every role is resolved offline: a folder
+that exists, ``<TDRI_HOME>/models/<org>/<name>``, or the Hugging Face cache read with local
+files only. Nothing here ever touches the network. When weights are missing the error names
+the role, every place looked, and how to provide them.
+
+``ModelRegistry`` loads each role lazily, once, through a loader table that maps a *kind*
+("sd15", "openpose", "hf-clip" ...) to ``"module:function"`` (imported only when needed), so
+``import tdri_engine.models`` stays cheap and other modules can register their own kinds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import BadInput, ModelBroken, ModelMissing, OutOfMemory, TdriError
+
+ROLES: tuple[str, ...] = ("generator", "controlnet", "pose", "vlm", "clip", "blip", "llm")
+
+# What each role is for, in the words the models check and the studio print.
+ROLE_HELP: dict[str, str] = {
+    "generator": "text-to-image diffusion pipeline (SD-1.x or SDXL)",
+    "controlnet": "pose ControlNet matching the generator",
+    "pose": "OpenPose body keypoint detector",
+    "vlm": "vision-language captioner for the Feedback-Reflection aspects",
+    "clip": "CLIP scorer (image-text similarity)",
+    "blip": "BLIP image-text matching scorer",
+    "llm": "chat language model for the summarizer and questions",
+}
+
+Loader = Callable[..., Any]  # loader(path: Path, spec: RoleSpec, device, dtype) -> object
+
+# kind -> "module:function". Loaders are imported only when a role of that kind is loaded.
+_LOADERS: dict[str, str | Loader] = {
+    "sd15": "tdri_engine.generator:load_pipeline",
+    "sdxl": "tdri_engine.generator:load_pipeline",
+    "controlnet": "tdri_engine.generator:load_controlnet",
+    "openpose": "tdri_engine.pose:load_openpose",
+    "image-text-to-text": "tdri_engine.reflector:load_captioner",
+    "open_clip": "tdri_engine.metrics:load_clip",
+    "hf-clip": "tdri_engine.metrics:load_clip",
+    "blip-itm": "tdri_engine.metrics:load_blip",
+    "causal-lm": "tdri_engine.summarizer:load_llm",
+}
+
+# kind -> groups of glob patterns; a folder is complete when every group matches a file.
+# Why: a half-copied folder otherwise fails deep inside from_pretrained with a cryptic error.
+_WEIGHTS = ("*.safetensors", "*.bin")
+_EXPECTED_FILES: dict[str, list[tuple[str, ...]]] = {
+    "sd15": [
+        ("model_index.json",),
+        ("unet/config.json",),
+        ("unet/*.safetensors", "unet/*.bin"),
+        ("vae/config.json",),
+        ("vae/*.safetensors", "vae/*.bin"),
+        ("text_encoder/config.json",),
+        ("text_encoder/*.safetensors", "text_encoder/*.bin"),
+        ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
+        ("scheduler/scheduler_config.json",),
+    ],
+    "sdxl": [
+        ("model_index.json",),
+        ("unet/config.json",),
+        ("unet/*.safetensors", "unet/*.bin"),
+        ("vae/config.json",),
+        ("text_encoder/config.json",),
+        ("text_encoder_2/config.json",),
+        ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
+        ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
+        ("scheduler/scheduler_config.json",),
+    ],
+    "controlnet": [("config.json",), _WEIGHTS],
+    "openpose": [("body_pose_model.safetensors", "body_pose_model.pth")],
+    "image-text-to-text": [("config.json",), _WEIGHTS],
+    "hf-clip": [("config.json",), _WEIGHTS],
+    "open_clip": [("open_clip_config.json", "config.json"), (*_WEIGHTS, "*.pt")],
+    "blip-itm": [("config.json",), _WEIGHTS],
+    "causal-lm": [("config.json",), _WEIGHTS],
+}
+
+
+def register_kind(
+    kind: str, loader: str | Loader, expected_files: list[tuple[str, ...]] | None = None
+) -> None:
+    """Add or replace the loader of a model kind (``"module:function"`` or a callable)."""
+    _LOADERS[kind] = loader
+    if expected_files is not None:
+        _EXPECTED_FILES[kind] = list(expected_files)
+
+
+def known_kinds() -> tuple[str, ...]:
+    return tuple(sorted(_LOADERS))
+
+
+# --------------------------------------------------------------------------------------------
+# Specs and profiles
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One model role: what kind of model and where its weights come from.
+
+    ``source`` is a Hugging Face id (``"org/name"``) or a folder path. ``options`` carries
+    kind-specific knobs (``"filename"`` for the pose detector, ``"revision"`` for the cache ...).
+    """
+
+    role: str
+    kind: str
+    source: str
+    required: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "required": self.required,
+            "options": dict(self.options),
+        }
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    roles: dict[str, RoleSpec]
+    is_demo: bool = False
+    description: str = ""
+
+    def spec(self, role: str) -> RoleSpec:
+        try:
+            return self.roles[role]
+        except KeyError:
+            raise BadInput(
+                f"The model profile '{self.name}' has no '{role}' role.",
+                f"Add a '{role}' entry to the profile's roles (kinds: {', '.join(known_kinds())}).",
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "is_demo": self.is_demo,
+            "roles": {r: s.to_dict() for r, s in self.roles.items()},
+        }
+
+
+def _real_roles(generator: tuple[str, str], controlnet: str) -> dict[str, RoleSpec]:
+    kind, gen_id = generator
+    return {
+        "generator": RoleSpec("generator", kind, gen_id),
+        "controlnet": RoleSpec("controlnet", "controlnet", controlnet),
+        "pose": RoleSpec("pose", "openpose", "lllyasviel/Annotators"),
+        "vlm": RoleSpec("vlm", "image-text-to-text", "Qwen/Qwen2-VL-2B-Instruct"),
+        "clip": RoleSpec("clip", "hf-clip", "openai/clip-vit-base-patch32"),
+        "blip": RoleSpec("blip", "blip-itm", "Salesforce/blip-itm-base-coco", required=False),
+        "llm": RoleSpec("llm", "causal-lm", "Qwen/Qwen2.5-1.5B-Instruct"),
+    }
+
+
+# Kinds of the demo roles; the language roles follow what tdri_engine.demo.language builds.
+DEMO_KINDS: dict[str, str] = {
+    "generator": "sd15",
+    "controlnet": "controlnet",
+    "pose": "openpose",
+    "vlm": "image-text-to-text",
+    "clip": "open_clip",
+    "blip": "blip-itm",
+    "llm": "causal-lm",
+}
+
+
+def demo_profile() -> ModelProfile:
+    """Tiny random models built on this machine by ``tdri models demo`` (no downloads)."""
+    root = paths.demo_models_dir()
+    roles = {role: RoleSpec(role, kind, str(root / role)) for role, kind in DEMO_KINDS.items()}
+    return ModelProfile(
+        "demo",
+        roles,
+        is_demo=True,
+        description="Tiny models with random weights, built offline: the whole loop runs, the images are noise.",
+    )
+
+
+def builtin_profiles() -> dict[str, ModelProfile]:
+    """Built-in profiles, computed on each call (the demo folder follows TDRI_HOME)."""
+    return {
+        "demo": demo_profile(),
+        "sd15": ModelProfile(
+            "sd15",
+            _real_roles(
+                ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), "lllyasviel/sd-controlnet-openpose"
+            ),
+            description="Stable Diffusion 1.5 with the OpenPose ControlNet, Qwen2-VL, CLIP, BLIP and Qwen2.5.",
+        ),
+        "sdxl": ModelProfile(
+            "sdxl",
+            _real_roles(
+                ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0"), "thibaud/controlnet-openpose-sdxl-1.0"
+            ),
+            description="SDXL base 1.0 with the SDXL OpenPose ControlNet; the other roles as in sd15.",
+        ),
+    }
+
+
+DEFAULT_PROFILE = "sd15"
+
+
+def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: str = "") -> ModelProfile:
+    """Build a profile from its JSON form. ``"extends": "sd15"`` starts from a built-in profile."""
+    where = f" in {origin}" if origin else ""
+    if not isinstance(data, dict):
+        raise BadInput(
+            f"The model profile{where} is not a JSON object.", 'Write it as {"name": ..., "roles": {...}}.'
+        )
+    roles: dict[str, RoleSpec] = {}
+    is_demo = bool(data.get("is_demo", False))
+    base_name = data.get("extends")
+    if base_name:
+        builtins = builtin_profiles()
+        if base_name not in builtins:
+            raise BadInput(
+                f"The model profile{where} extends an unknown profile '{base_name}'.",
+                f"Use one of: {', '.join(builtins)}.",
+            )
+        roles.update(builtins[base_name].roles)
+        is_demo = is_demo or builtins[base_name].is_demo
+    raw_roles = data.get("roles", {})
+    if not isinstance(raw_roles, dict):
+        raise BadInput(
+            f"'roles'{where} must be an object mapping role names to specs.", "Fix the profile JSON."
+        )
+    for role, raw in raw_roles.items():
+        if role not in ROLES:
+            raise BadInput(f"Unknown role '{role}'{where}.", f"Roles are: {', '.join(ROLES)}.")
+        if isinstance(raw, str):  # shorthand: "generator": "/models/my-sd15" keeps the base kind
+            raw = {"source": raw}
+        if not isinstance(raw, dict):
+            raise BadInput(
+                f"Role '{role}'{where} must be an object or a source string.", "Fix the profile JSON."
+            )
+        base = roles.get(role)
+        kind = raw.get("kind", base.kind if base else None)
+        source = raw.get("source", base.source if base else None)
+        if not kind or not source:
+            raise BadInput(
+                f"Role '{role}'{where} needs a 'kind' and a 'source'.",
+                f"Kinds: {', '.join(known_kinds())}; source: a Hugging Face id or a folder path.",
+            )
+        if kind not in _LOADERS:
+            raise BadInput(
+                f"Role '{role}'{where} has an unknown kind '{kind}'.", f"Kinds: {', '.join(known_kinds())}."
+            )
+        options = dict(base.options) if base else {}
+        options.update(raw.get("options", {}) or {})
+        required = bool(raw.get("required", base.required if base else True))
+        roles[role] = RoleSpec(role, kind, str(source), required, options)
+    missing = [r for r in ("generator",) if r not in roles]
+    if missing:
+        raise BadInput(
+            f"The model profile{where} has no generator role.", "Add a 'generator' role (kind sd15 or sdxl)."
+        )
+    return ModelProfile(
+        name or str(data.get("name") or "custom"),
+        roles,
+        is_demo=is_demo,
+        description=str(data.get("description", "")),
+    )
+
+
+def load_profile(name_or_path: str | os.PathLike[str] | ModelProfile) -> ModelProfile:
+    """A built-in profile, a user profile ``<TDRI_HOME>/profiles/<name>.json``, or a JSON path.
+
+    A user file with a built-in's name (other than ``demo``) overrides it: that is how the
+    studio's Settings > Models stores the folders chosen for the ``sd15`` profile.
+    """
+    if isinstance(name_or_path, ModelProfile):
+        return name_or_path
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if text.endswith(".json") or candidate.is_file():
+        return _read_profile_file(candidate)
+    builtins = builtin_profiles()
+    user_file = paths.profiles_dir() / f"{text}.json"
+    if text != "demo" and user_file.is_file():
+        return _read_profile_file(user_file, name=text)
+    if text in builtins:
+        return builtins[text]
+    raise BadInput(
+        f"Unknown model profile '{text}'.",
+        f"Use one of: {', '.join(list_profiles())}, or give the path of a profile JSON file "
+        f"(user profiles live in {paths.profiles_dir()}).",
+    )
+
+
+def _read_profile_file(path: Path, name: str | None = None) -> ModelProfile:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"The model profile file {path} does not exist.", "Check the path.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(
+            f"Could not read the model profile {path}: {exc}.", "Fix or replace the file."
+        ) from None
+    return profile_from_dict(data, name=name or data.get("name") or path.stem, origin=str(path))
+
+
+def save_profile(profile: ModelProfile, path: Path | None = None) -> Path:
+    """Write a profile as JSON (atomically) to ``path`` or the user profiles folder."""
+    target = path or paths.profiles_dir() / f"{profile.name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(profile.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def list_profiles() -> list[str]:
+    names = list(builtin_profiles())
+    folder = paths.profiles_dir()
+    if folder.is_dir():
+        names += sorted(p.stem for p in folder.glob("*.json") if p.stem not in names)
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Offline resolution
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time (tests change it)."""
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return Path(os.path.expandvars(env)).expanduser()
+    home = os.environ.get("HF_HOME")
+    if home:
+        return Path(os.path.expandvars(home)).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def local_models_dir() -> Path:
+    """Where IT may drop model folders by id: ``<TDRI_HOME>/models/<org>/<name>``."""
+    return paths.tdri_home() / "models"
+
+
+def _looks_like_hf_id(source: str) -> bool:
+    parts = source.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not source.startswith((".", "~", "/"))
+        and "\\" not in source
+        and ":" not in source
+    )
+
+
+def _cache_snapshot(repo_id: str, revision: str = "main") -> tuple[Path | None, Path]:
+    """(snapshot folder or None, repo folder looked in) from the hub cache layout."""
+    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+        if (snapshots / commit).is_dir():
+            return snapshots / commit, repo_dir
+    if (snapshots / revision).is_dir():  # revision given as a commit hash
+        return snapshots / revision, repo_dir
+    if snapshots.is_dir():  # a copied cache without refs: take the newest snapshot
+        found = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1], repo_dir
+    return None, repo_dir
+
+
+def missing_files(path: Path, kind: str) -> list[str]:
+    """Groups of expected files absent from ``path`` (empty when the folder looks complete)."""
+    out = []
+    for group in _EXPECTED_FILES.get(kind, []):
+        if not any(any(path.glob(pattern)) for pattern in group):
+            out.append(" or ".join(group))
+    return out
+
+
+def _what_to_do(spec: RoleSpec, is_demo: bool) -> str:
+    if is_demo:
+        return (
+            "Build the demo models with `tdri models demo` (tiny random weights, offline, a few seconds); "
+            "the studio does this by itself on first run."
+        )
+    if _looks_like_hf_id(spec.source):
+        org, name = spec.source.split("/")
+        return (
+            f"Copy the model folder to {local_models_dir() / org / name}, or set its path in "
+            f"Settings > Models (or as the '{spec.role}' source in the profile JSON under {paths.profiles_dir()}). "
+            f"With network elsewhere: `huggingface-cli download {spec.source}` there, then copy its cache "
+            f"folder models--{org}--{name} into {hf_cache_dir()} here."
+        )
+    return (
+        f"Copy the {spec.role} model ({ROLE_HELP.get(spec.role, spec.kind)}) into {spec.source}, or point the "
+        f"'{spec.role}' source in Settings > Models (or the profile JSON) at the folder that holds it."
+    )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    path: Path | None
+    looked_in: list[str]
+    reason: str = ""
+
+
+def _locate(spec: RoleSpec) -> Resolution:
+    """Try every offline place for ``spec``; say what is wrong with each folder found."""
+    looked: list[str] = []
+    reasons: list[str] = []
+    candidates: list[Path] = []
+    source = spec.source
+    explicit = Path(source).expanduser()
+    is_id = _looks_like_hf_id(source) and not explicit.is_dir()
+    if not is_id:
+        candidates.append(explicit)
+    else:
+        org, name = source.split("/")
+        candidates.append(local_models_dir() / org / name)
+    subfolder = spec.options.get("subfolder")
+    for folder in candidates:
+        looked.append(str(folder))
+        if folder.is_dir():
+            target = folder / subfolder if subfolder else folder
+            gaps = missing_files(target, spec.kind)
+            if not gaps:
+                return Resolution(target, looked)
+            reasons.append(f"{target} is incomplete or not a {spec.kind} model (missing {'; '.join(gaps)})")
+    if is_id:
+        snapshot, repo_dir = _cache_snapshot(source, str(spec.options.get("revision", "main")))
+        looked.append(str(repo_dir))
+        if snapshot is not None:
+            target = snapshot / subfolder if subfolder else snapshot
+            gaps = missing_files(target, spec.kind)
+            if not gaps:
+                return Resolution(target, looked)
+            reasons.append(f"the cached snapshot {target} is incomplete (missing {'; '.join(gaps)})")
+    return Resolution(None, looked, "; ".join(reasons))
+
+
+def resolve(spec: RoleSpec, *, is_demo: bool = False) -> Path:
+    """The local folder holding ``spec``'s weights, or ModelMissing naming role, places and fix."""
+    found = _locate(spec)
+    if found.path is None:
+        detail = f"({ROLE_HELP.get(spec.role, spec.kind)}, source '{spec.source}')"
+        if found.reason:
+            detail += f" Found but unusable: {found.reason}."
+        raise ModelMissing(spec.role, found.looked_in, _what_to_do(spec, is_demo), detail=detail)
+    return found.path
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    role: str
+    kind: str
+    source: str
+    found: bool
+    path: str | None
+    looked_in: list[str]
+    what_to_do: str
+    required: bool
+    reason: str = ""
+
+
+def check_profile(profile: ModelProfile) -> list[RoleStatus]:
+    """One status per role: found where, or missing with every place looked and the fix."""
+    out = []
+    for role in sorted(profile.roles, key=lambda r: ROLES.index(r) if r in ROLES else len(ROLES)):
+        spec = profile.roles[role]
+        found = _locate(spec)
+        out.append(
+            RoleStatus(
+                role=role,
+                kind=spec.kind,
+                source=spec.source,
+                found=found.path is not None,
+                path=str(found.path) if found.path else None,
+                looked_in=found.looked_in,
+                what_to_do="" if found.path else _what_to_do(spec, profile.is_demo),
+                required=spec.required,
+                reason=found.reason,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Device and dtype
+
+
+def resolve_device(name: str = "auto") -> Any:
+    """``auto`` = cuda > mps > cpu. Returns a ``torch.device``."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(
+            f"Device '{name}' was asked for, but CUDA is not available on this machine.",
+            "Set the device to 'auto' or 'cpu' in Settings.",
+        )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BadInput(
+            "Device 'mps' was asked for, but it is not available.", "Set the device to 'auto' or 'cpu'."
+        )
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: Any) -> Any:
+    """``auto`` = fp16 on cuda/mps, fp32 on cpu. fp16 on the CPU becomes fp32 (slow and unsupported)."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if name not in table:
+        raise BadInput(f"Unknown dtype '{name}'.", "Use auto, fp16, bf16 or fp32.")
+    if name == "fp16" and device.type == "cpu":
+        return torch.float32
+    return table[name]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def out_of_memory(what: str, exc: BaseException | None = None) -> OutOfMemory:
+    """The OutOfMemory error with the knobs that help, shared by loading and generation."""
+    detail = f" ({str(exc).splitlines()[0]})" if exc is not None and str(exc) else ""
+    return OutOfMemory(
+        f"Out of memory while {what}{detail}.",
+        "Use a smaller image size, set dtype to fp16 (or bf16), turn on CPU offload in Settings, "
+        "or choose a smaller model profile.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+
+def _import_loader(target: str | Loader, kind: str) -> Loader:
+    if callable(target):
+        return target
+    module_name, _, func = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise TdriError(
+                f"This build has no loader for models of kind '{kind}' ({module_name} is not installed).",
+                "Install the complete TDRI engine, or choose a profile without this kind.",
+                kind="model-kind",
+            ) from None
+        raise
+    return getattr(module, func)
+
+
+class ModelRegistry:
+    """Loads each role of a profile lazily, once, on one device and dtype; thread-safe."""
+
+    def __init__(
+        self,
+        profile: ModelProfile | str,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+    ) -> None:
+        self.profile = load_profile(profile)
+        self._device_name = device
+        self._dtype_name = dtype
+        self.cpu_offload = cpu_offload
+        self._models: dict[str, Any] = {}
+        self._paths: dict[str, Path] = {}
+        self._lock = threading.RLock()
+        self._device: Any = None
+        self._dtype: Any = None
+
+    @property
+    def device(self) -> Any:
+        if self._device is None:
+            self._device = resolve_device(self._device_name)
+        return self._device
+
+    @property
+    def dtype(self) -> Any:
+        if self._dtype is None:
+            self._dtype = resolve_dtype(self._dtype_name, self.device)
+        return self._dtype
+
+    def has(self, role: str) -> bool:
+        """True when the profile names this role and its weights resolve here."""
+        if role not in self.profile.roles:
+            return False
+        if role in self._models:
+            return True
+        return _locate(self.profile.roles[role]).path is not None
+
+    def path(self, role: str) -> Path:
+        with self._lock:
+            if role not in self._paths:
+                self._paths[role] = resolve(self.profile.spec(role), is_demo=self.profile.is_demo)
+            return self._paths[role]
+
+    def is_loaded(self, role: str) -> bool:
+        return role in self._models
+
+    def get(self, role: str) -> Any:
+        """The loaded model of ``role``; loads it on first use (ModelMissing/ModelBroken/OutOfMemory)."""
+        with self._lock:
+            if role in self._models:
+                return self._models[role]
+            spec = self.profile.spec(role)
+            path = self.path(role)
+            if spec.kind not in _LOADERS:
+                raise BadInput(
+                    f"Unknown model kind '{spec.kind}' for role '{role}'.",
+                    f"Kinds: {', '.join(known_kinds())}.",
+                )
+            loader = _import_loader(_LOADERS[spec.kind], spec.kind)
+            # Why: the loader signature is fixed; runtime knobs travel in the spec's options.
+            run_spec = dataclasses.replace(spec, options={**spec.options, "cpu_offload": self.cpu_offload})
+            try:
+                model = loader(path, run_spec, self.device, self.dtype)
+            except TdriError:
+                raise
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise out_of_memory(f"loading the {role} model from {path}", exc) from exc
+                raise ModelBroken(
+                    f"The {role} model in {path} could not be loaded as '{spec.kind}': "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    f"Check that the folder holds a complete {ROLE_HELP.get(role, spec.kind)} "
+                    f"(re-copy it), or point the '{role}' source at another folder in Settings > Models."
+                    + (
+                        " For the demo profile: `tdri models demo --force` rebuilds it."
+                        if self.profile.is_demo
+                        else ""
+                    ),
+                ) from exc
+            self._models[role] = model
+            return model
+
+    def put(self, role: str, model: Any) -> None:
+        """Hand the registry an already loaded model (tests, or a model shared by two roles)."""
+        with self._lock:
+            self._models[role] = model
+
+    def unload(self, role: str | None = None) -> None:
+        """Forget one role's model (or all), so its memory can be reclaimed."""
+        with self._lock:
+            if role is None:
+                self._models.clear()
+            else:
+                self._models.pop(role, None)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
