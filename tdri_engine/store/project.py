@@ -852,6 +852,7 @@ def open_project(path: Path, *, read_only: bool = False, compact_every: int | No
         if not read_only:
             for sub in SUBDIRS:
                 (path / sub).mkdir(exist_ok=True)
+            _remove_leftovers(path)
         db.on_compacted = store._write_stats
     except BaseException:
         db.close()
@@ -859,6 +860,16 @@ def open_project(path: Path, *, read_only: bool = False, compact_every: int | No
             lock.release()
         raise
     return store
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files of atomic writes cut off by a crash (we hold the lock: none is live)."""
+    for folder in (path, path / "images", path / "exports"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
 
 def _with_project_json_problem(store: ProjectStore, problem: str) -> RecoveryReport:
