@@ -1,0 +1,149 @@
+"""``tdri-studio``: start the studio.
+
+    tdri-studio [--project PATH] [--projects-dir DIR] [--screenshots DIR]
+
+The window shows first; torch and the models load afterwards in the engine thread. With
+``--screenshots DIR`` the studio runs offscreen on a throwaway copy of the project, saves
+screenshots of the annotation view, the refinement view and the settings dialog, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tdri_engine import paths
+
+log = logging.getLogger("studio")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tdri-studio", description="TDRI Studio: dialogue-driven image generation and annotation.")
+    p.add_argument("--project", metavar="PATH", help="open this project folder")
+    p.add_argument("--projects-dir", metavar="DIR", help="folder that holds the projects (remembered)")
+    p.add_argument(
+        "--screenshots",
+        metavar="DIR",
+        help="save screenshots of both views and the settings dialog into DIR (offscreen), then exit",
+    )
+    p.add_argument("--exit-when-shown", action="store_true", help=argparse.SUPPRESS)  # startup benchmark
+    return p.parse_args(argv)
+
+
+def setup_logging() -> Path | None:
+    root = logging.getLogger()
+    if any(getattr(h, "_tdri", False) for h in root.handlers):
+        return None
+    root.setLevel(logging.INFO)
+    stderr = logging.StreamHandler()
+    stderr.setLevel(logging.WARNING)
+    stderr._tdri = True  # type: ignore[attr-defined]
+    root.addHandler(stderr)
+    log_dir = paths.tdri_home() / "logs"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.handlers.RotatingFileHandler(log_dir / "studio.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+    except OSError:
+        return None  # a read-only home must not stop the studio
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    fh._tdri = True  # type: ignore[attr-defined]
+    root.addHandler(fh)
+    return log_dir / "studio.log"
+
+
+def load_style(app: Any) -> None:
+    """Apply resources/style.qss (a missing file leaves Qt's default look)."""
+    qss = paths.resource_path("style.qss")
+    try:
+        app.setStyleSheet(qss.read_text(encoding="utf-8"))
+    except OSError as exc:
+        log.warning("style sheet not loaded: %s", exc)
+
+
+def make_app(argv0: str = "tdri-studio") -> Any:
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from .qt_compat import protect_singletons
+
+    protect_singletons()  # before any signal is emitted (PySide6 6.12.0 refcount bug)
+    app = QApplication.instance() or QApplication([argv0])
+    app.setApplicationName("TDRI Studio")
+    app.setOrganizationName("TDRI")
+    app.setStyle("Fusion")  # the same look on every platform and offscreen
+    icon = paths.resource_path("icons", "app.svg")
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    load_style(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.time()
+    args = parse_args(argv)
+    if args.screenshots or args.exit_when_shown:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    setup_logging()
+    import qasync
+
+    from .main_window import MainWindow
+    from .prefs import StudioPrefs
+
+    app = make_app()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+
+    prefs = StudioPrefs.load()
+    if args.projects_dir:
+        prefs.projects_dir = str(Path(args.projects_dir).resolve())
+    window = MainWindow(prefs)
+    exit_code = 0
+
+    if args.exit_when_shown:
+
+        def report() -> None:
+            print(json.dumps({"shown_at": time.time(), "main_started_at": started,
+                              "torch_imported_at_show": "torch" in sys.modules}), flush=True)
+            window.close()
+
+        window.shown.connect(report)
+        window.show()
+        with loop:
+            loop.run_forever()
+        return 0
+
+    window.show()
+    if args.screenshots:
+        from .screenshots import take_screenshots
+
+        async def shots() -> None:
+            nonlocal exit_code
+            try:
+                saved = await take_screenshots(window, Path(args.screenshots), project=args.project)
+                for p in saved:
+                    print(p)
+            except Exception:
+                log.exception("screenshots failed")
+                exit_code = 1
+            finally:
+                window.close()
+
+        window.spawn(shots())
+    else:
+        window.spawn(window.open_initial(args.project))
+
+    with loop:
+        loop.run_forever()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,562 @@
+"""The main window: projects, the two views, the message bar, the engine thread's status.
+
+The window owns the Qt-side models and the engine bridge; it shows before any model is
+loaded (the engine is created in the engine thread on the first job), and every failure ends
+up in the non-modal message bar with what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from tdri_engine import paths
+from tdri_engine.errors import ProjectError, TdriError
+from tdri_engine.events import Error
+from tdri_engine.settings import EngineSettings
+
+from . import shortcuts
+from .annotation_model import AnnotationModel
+from .annotation_view import AnnotationView
+from .engine_bridge import EngineBridge, JobCancelled, JobFailed, WorkerContext
+from .job_widget import JobProgress
+from .jobs import Job, JobState
+from .message_bar import MessageBar
+from .prefs import StudioPrefs
+from .refinement_model import RefinementModel
+from .refinement_view import RefinementView
+from .settings_dialog import SettingsDialog, project_profile
+from .tags import available_sets
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[str, EngineSettings], Any]  # (profile, settings) -> engine
+DEMO_BANNER = (
+    "Demo profile: tiny models with random weights. The whole loop runs, but the images are noise. "
+    "To use real weights: Settings ▸ Models."
+)
+
+
+def real_engine_factory(profile: str, settings: EngineSettings) -> Any:
+    """The engine of ``tdri_engine.session`` (imports torch: call only in the engine thread)."""
+    from tdri_engine.session import Engine
+
+    return Engine(profile=profile, settings=settings)
+
+
+class NewProjectDialog(QDialog):
+    def __init__(self, root: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("newProjectDialog")
+        self.setWindowTitle("New project")
+        form = QFormLayout(self)
+        self.name_edit = QLineEdit()
+        self.name_edit.setObjectName("newProjectName")
+        self.name_edit.setAccessibleName("Project name")
+        self.name_edit.setPlaceholderText("e.g. Summer dresses 2025")
+        form.addRow("Name:", self.name_edit)
+        self.tags_combo = QComboBox()
+        self.tags_combo.setObjectName("newProjectTagSet")
+        self.tags_combo.setAccessibleName("Tag vocabulary")
+        for key, name in available_sets().items():
+            self.tags_combo.addItem(name, key)
+        form.addRow("Tags:", self.tags_combo)
+        self.profile_combo = QComboBox()
+        self.profile_combo.setObjectName("newProjectProfile")
+        self.profile_combo.setAccessibleName("Model profile")
+        from tdri_engine import models
+
+        for n in models.list_profiles():
+            self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
+        form.addRow("Models:", self.profile_combo)
+        where = QLabel(f"Saved in {root}")
+        where.setWordWrap(True)
+        form.addRow("", where)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+
+class HelpWindow(QDialog):
+    """Guidelines (from the paper) and every shortcut; non-modal, stays open beside the work."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("helpWindow")
+        self.setAccessibleName("Help")
+        self.setWindowTitle("TDRI Studio — guidelines and shortcuts")
+        self.resize(720, 640)
+        layout = QVBoxLayout(self)
+        self.tabs = QTabWidget()
+        layout.addWidget(self.tabs)
+        self.pages: dict[str, QTextBrowser] = {}
+        for key, title in (("guidelines", "Guidelines"), ("shortcuts", "Shortcuts"), ("refinement", "Refinement")):
+            browser = QTextBrowser()
+            browser.setObjectName(f"help_{key}")
+            browser.setAccessibleName(title)
+            browser.setOpenExternalLinks(False)
+            browser.setHtml(load_help(key))
+            self.tabs.addTab(browser, title)
+            self.pages[key] = browser
+
+
+def load_help(name: str) -> str:
+    p = paths.resource_path("help", f"{name}.html")
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as exc:
+        return f"<p>Help page {p} could not be read: {exc}</p>"
+
+
+class MainWindow(QMainWindow):
+    project_opened = Signal(object)  # the store
+    engine_prepared = Signal(object)  # list of role statuses (or None on failure)
+    shown = Signal()
+
+    def __init__(
+        self,
+        prefs: StudioPrefs | None = None,
+        *,
+        engine_factory: EngineFactory = real_engine_factory,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("mainWindow")
+        self.setAccessibleName("TDRI Studio")
+        self.prefs = prefs or StudioPrefs.load()
+        self.store: Any = None
+        self._engine_factory = engine_factory
+        self._engine_key: tuple[Any, ...] | None = None
+        self._engine_profile = "demo"
+        self._engine_settings = EngineSettings()
+        self._tasks: set[asyncio.Future] = set()
+        self._shown_once = False
+        self._closing = False
+        self.bridge = EngineBridge(self._make_engine, self)
+        self.bridge.queue.job_done.connect(self._on_job_done)
+        self.bridge.engine_ready.connect(self._on_engine_ready)
+
+        self.annotation_model = AnnotationModel(self, annotator=self.prefs.annotator)
+        self.annotation_model.error.connect(self.show_error)
+        self.refinement_model = RefinementModel(self.bridge, self, auto_update=self.prefs.auto_update)
+        self.help_window: HelpWindow | None = None
+        self.settings_dialog: SettingsDialog | None = None
+        self._build()
+        self._build_menus()
+        self.setWindowTitle("TDRI Studio")
+        self._restore_geometry()
+        self.bridge.start()
+
+    # ------------------------------------------------------------------ engine
+    def _make_engine(self) -> Any:
+        # Runs in the engine thread: read the plain values set by the GUI thread at project open.
+        return self._engine_factory(self._engine_profile, self._engine_settings)
+
+    def _configure_engine(self, store: Any) -> None:
+        profile = project_profile(store)
+        s = store.settings
+        key = (profile, s.device, s.dtype, s.cpu_offload)
+        self._engine_settings = s
+        if self._engine_key is not None and key != self._engine_key:
+            self.bridge.reset_engine()
+        self._engine_profile = profile
+        self._engine_key = key
+        self.demo_banner.setVisible(profile == "demo")
+        self.profile_label.setText(f"Models: {profile}" + (" (demo)" if profile == "demo" else ""))
+
+    def prepare_engine(self) -> Job:
+        """Create the engine in its thread, build demo models on first run, check the roles."""
+
+        def work(ctx: WorkerContext) -> list[Any]:
+            engine = ctx.engine
+            ensure = getattr(engine, "ensure_models", None)
+            if callable(ensure):
+                ensure(on_event=ctx.emit)
+            return list(engine.check_models())
+
+        def done(job: Job) -> None:
+            if job.state is not JobState.FINISHED:
+                self.engine_prepared.emit(None)
+                return
+            statuses = job.result
+            missing = [s for s in statuses if not s.found and s.required]
+            for s in missing:
+                self.show_error(
+                    Error(
+                        "model-missing",
+                        f"Model for role “{s.role}” not found ({s.source}).",
+                        s.what_to_do or "Set its folder in Settings ▸ Models.",
+                    )
+                )
+            self.engine_prepared.emit(statuses)
+
+        return self.bridge.submit("prepare", "Loading the engine", work, cancellable=False, on_done=done)
+
+    def _on_engine_ready(self, engine: Any) -> None:
+        demo = bool(getattr(engine, "is_demo", False))
+        name = getattr(engine, "profile_name", self._engine_profile)
+        self.demo_banner.setVisible(demo)
+        self.profile_label.setText(f"Models: {name}" + (" (demo)" if demo else ""))
+
+    def _on_job_done(self, job: Job) -> None:
+        # Every failure reaches the user once, here, unless a coroutine awaited it (then the
+        # model that awaited shows it with its own words).
+        if job.state is JobState.FAILED and job.kind in ("prepare", "reset") and job.error is not None:
+            self.show_error(job.error)
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        central = QWidget()
+        central.setObjectName("central")
+        v = QVBoxLayout(central)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.setSpacing(0)
+        self.demo_banner = QLabel(DEMO_BANNER)
+        self.demo_banner.setObjectName("demoBanner")
+        self.demo_banner.setAccessibleName("Demo profile notice")
+        self.demo_banner.setWordWrap(True)
+        self.demo_banner.setVisible(False)
+        v.addWidget(self.demo_banner)
+        self.message_bar = MessageBar()
+        v.addWidget(self.message_bar)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("viewTabs")
+        self.tabs.setAccessibleName("Views")
+        self.tabs.setDocumentMode(True)
+        self.annotation_view = AnnotationView(
+            self.annotation_model,
+            show_error=self.show_error,
+            show_info=lambda t, d="": self.message_bar.show_info(t, d),
+            show_help=self.show_help,
+        )
+        self.refinement_view = RefinementView(
+            self.refinement_model, show_error=self.show_error, show_message=self.show_message
+        )
+        self.tabs.addTab(self.annotation_view, f"Annotate  ({shortcuts.label('app.annotate')})")
+        self.tabs.addTab(self.refinement_view, f"Refine  ({shortcuts.label('app.refine')})")
+        v.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+        sb = self.statusBar()
+        sb.setObjectName("statusBar")
+        self.project_label = QLabel("No project")
+        self.project_label.setObjectName("projectLabel")
+        self.project_label.setAccessibleName("Open project")
+        sb.addWidget(self.project_label)
+        self.profile_label = QLabel("")
+        self.profile_label.setObjectName("profileLabel")
+        self.profile_label.setAccessibleName("Model profile")
+        sb.addWidget(self.profile_label)
+        self.saved_label = QLabel("")
+        self.saved_label.setObjectName("statusSaved")
+        self.saved_label.setAccessibleName("Save state")
+        sb.addWidget(self.saved_label)
+        self.job_progress = JobProgress(self.bridge.queue, idle_text="Engine idle", name="statusJob")
+        sb.addPermanentWidget(self.job_progress)
+        self.annotation_model.saved_state_changed.connect(self._on_saved_state)
+        self.annotation_model.saved_at_changed.connect(lambda _t: self._on_saved_state(self.annotation_model.saved_state))
+
+    def _on_saved_state(self, state: str) -> None:
+        at = self.annotation_model.saved_at
+        self.saved_label.setText(
+            {"saved": f"Saved {at}".strip(), "pending": "Saving…", "failed": "Not saved: retrying"}.get(state, state)
+        )
+
+    def _action(self, text: str, fn: Callable[[], Any], name: str | None = None, *, menu: Any = None) -> QAction:
+        act = QAction(text, self)
+        if name:
+            act.setShortcuts([QKeySequence(k) for k in shortcuts.keys(name)])
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        act.triggered.connect(lambda _=False: fn())
+        if menu is not None:
+            menu.addAction(act)
+        return act
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        project = mb.addMenu("&Project")
+        self._action("&New project…", self.new_project_dialog, menu=project)
+        self._action("&Open project folder…", self.open_project_dialog, menu=project)
+        self.recent_menu = project.addMenu("Open &recent")
+        self.recent_menu.setObjectName("recentMenu")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._fill_recent()
+        project.addSeparator()
+        self._action("Export annotations (JSONL)", self.export_annotations, menu=project)
+        project.addSeparator()
+        self._action("&Settings…", self.show_settings, "app.settings", menu=project)
+        project.addSeparator()
+        self._action("&Quit", self.close, "app.quit", menu=project)
+
+        edit = mb.addMenu("&Edit")
+        undo = self.annotation_model.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcuts([QKeySequence(k) for k in shortcuts.keys("app.undo")])
+        redo = self.annotation_model.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence(k) for k in shortcuts.keys("app.redo")])
+        edit.addAction(undo)
+        edit.addAction(redo)
+        self.undo_action, self.redo_action = undo, redo
+
+        view = mb.addMenu("&View")
+        self._action("&Annotate", lambda: self.tabs.setCurrentWidget(self.annotation_view), "app.annotate", menu=view)
+        self._action("&Refine", lambda: self.tabs.setCurrentWidget(self.refinement_view), "app.refine", menu=view)
+
+        help_menu = mb.addMenu("&Help")
+        self._action("&Guidelines and shortcuts", self.show_help, "app.help", menu=help_menu)
+        self._action("&About", self.show_about, menu=help_menu)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self.prefs.recent_projects:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _=False, p=p: self.spawn(self.open_project(p)))
+        if not self.prefs.recent_projects:
+            act = self.recent_menu.addAction("(none yet)")
+            act.setEnabled(False)
+
+    # ------------------------------------------------------------------ messages
+    def show_error(self, error: Error) -> None:
+        self.message_bar.show_error(error)
+
+    def show_message(self, level: str, text: str) -> None:
+        if level == "warning":
+            self.message_bar.show_warning(text)
+        elif level == "error":
+            self.message_bar.show_error(Error("error", text, ""))
+        else:
+            self.message_bar.show_info(text)
+
+    def show_help(self) -> None:
+        if self.help_window is None:
+            self.help_window = HelpWindow(self)
+        self.help_window.show()
+        self.help_window.raise_()
+
+    def show_about(self) -> None:
+        from tdri_engine import __version__
+
+        self.message_bar.show_info(
+            f"TDRI Studio {__version__}",
+            f"Project: {self.store.path if self.store else '(none)'}\nSettings and logs: {paths.tdri_home()}",
+            timeout_ms=20000,
+        )
+
+    def show_settings(self) -> SettingsDialog | None:
+        if self.store is None:
+            self.message_bar.show_info("Open a project first: settings belong to a project.")
+            return None
+        dlg = SettingsDialog(self.store, self.prefs, show_error=self.show_error, parent=self)
+        dlg.saved.connect(self._on_settings_saved)
+        self.settings_dialog = dlg
+        dlg.open()  # window-modal, but the event loop (and the engine) keep running
+        dlg.start_check()
+        return dlg
+
+    def _on_settings_saved(self, changed: dict[str, Any]) -> None:
+        if self.store is not None and ("settings" in changed or "profile" in changed):
+            self._configure_engine(self.store)
+            self.spawn(self.refinement_model.refresh_personalisation())
+        if "prefs" in changed:
+            self.refinement_model.auto_update = self.prefs.auto_update
+            self.annotation_model.annotator = self.prefs.annotator
+        self.message_bar.show_info("Settings saved.")
+
+    # ------------------------------------------------------------------ projects
+    def spawn(self, coro: Any) -> asyncio.Future:
+        fut = asyncio.ensure_future(coro)
+        self._tasks.add(fut)
+
+        def done(f: asyncio.Future) -> None:
+            self._tasks.discard(f)
+            if not f.cancelled() and f.exception() is not None and not isinstance(
+                f.exception(), (JobFailed, JobCancelled)
+            ):
+                log.error("task failed", exc_info=f.exception())
+                self.show_error(Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved."))
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def open_initial(self, project: str | None = None) -> Any:
+        """At start: the given project, else the last one, else the sample, else a new one."""
+        candidates = [project] if project else [self.prefs.last_project]
+        root = self.prefs.projects_root()
+        candidates += [str(root / "sample")]
+        for c in candidates:
+            if c and Path(c).is_dir():
+                store = await self.open_project(c, quiet=not project)
+                if store is not None:
+                    return store
+        # Nothing to open: make a first project so the studio is usable right away.
+        return await self.create_project("My first project", tag_set="fashion", profile="demo")
+
+    async def open_project(self, path: str | Path, *, quiet: bool = False) -> Any:
+        from tdri_engine.store import open_project
+
+        loop = asyncio.get_event_loop()
+        try:
+            store = await loop.run_in_executor(None, lambda: open_project(Path(path)))
+        except TdriError as exc:
+            self.show_error(Error(exc.kind, f"Could not open the project: {exc.message}", exc.what_to_do))
+            if quiet and isinstance(exc, ProjectError):
+                self.prefs.forget_project(str(path))
+            return None
+        await self._set_store(store)
+        return store
+
+    async def create_project(self, name: str, *, tag_set: str = "general", profile: str = "demo") -> Any:
+        from tdri_engine.store import create_project
+
+        root = self.prefs.projects_root()
+        loop = asyncio.get_event_loop()
+        try:
+            store = await loop.run_in_executor(None, lambda: create_project(root, name, profile=profile))
+            store.set_meta("tag_set", tag_set)
+        except TdriError as exc:
+            self.show_error(Error(exc.kind, f"Could not create the project: {exc.message}", exc.what_to_do))
+            return None
+        await self._set_store(store)
+        self.message_bar.show_info(f"Created project “{store.name}” in {store.path}.")
+        return store
+
+    async def _set_store(self, store: Any) -> None:
+        old = self.store
+        if old is not None:
+            self.annotation_model.flush()
+            self.refinement_model.unload()
+            self.bridge.queue.cancel_all()
+        self.store = store
+        self.annotation_model.load(store)
+        self._configure_engine(store)
+        if old is not None:
+            try:
+                old.close()
+            except TdriError as exc:
+                self.show_error(Error(exc.kind, f"Closing the previous project: {exc.message}", exc.what_to_do))
+        self.prefs.remember_project(store.path)
+        self._save_prefs()
+        self.setWindowTitle(f"TDRI Studio — {store.name}")
+        self.project_label.setText(f"Project: {store.name}")
+        self.project_label.setToolTip(str(store.path))
+        if store.recovery is not None:
+            self.message_bar.show_warning("The project was repaired when it opened.", store.recovery.summary())
+        for note in getattr(store, "open_notes", []) or []:
+            self.message_bar.show_info(note, timeout_ms=0)
+        await self.refinement_model.load(store)
+        self.project_opened.emit(store)
+        self.prepare_engine()
+
+    def new_project_dialog(self) -> None:
+        dlg = NewProjectDialog(self.prefs.projects_root(), self)
+
+        def accepted() -> None:
+            name = dlg.name_edit.text().strip()
+            if not name:
+                self.message_bar.show_info("A project needs a name.")
+                return
+            self.spawn(
+                self.create_project(name, tag_set=dlg.tags_combo.currentData(), profile=dlg.profile_combo.currentData())
+            )
+
+        dlg.accepted.connect(accepted)
+        dlg.open()
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a project folder", str(self.prefs.projects_root()))
+        if folder:
+            self.spawn(self.open_project(folder))
+
+    def export_annotations(self) -> None:
+        if self.store is None:
+            return
+        from tdri_engine.store.export import annotations_jsonl
+
+        self.annotation_model.flush()
+        try:
+            out = annotations_jsonl(self.store)
+        except TdriError as exc:
+            self.show_error(Error(exc.kind, exc.message, exc.what_to_do))
+            return
+        self.message_bar.show_info("Annotations exported.", str(out), timeout_ms=20000)
+
+    # ------------------------------------------------------------------ window life
+    def _restore_geometry(self) -> None:
+        self.resize(1440, 900)
+        if self.prefs.window_geometry:
+            try:
+                self.restoreGeometry(QByteArray.fromHex(self.prefs.window_geometry.encode()))
+            except Exception:  # a bad saved geometry must not stop the window
+                pass
+        if self.prefs.current_view == "refine":
+            self.tabs.setCurrentWidget(self.refinement_view)
+
+    def _save_prefs(self) -> None:
+        try:
+            self.prefs.save()
+        except OSError as exc:
+            log.warning("could not save studio preferences: %s", exc)
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            QTimer.singleShot(0, self.shown.emit)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if not self.annotation_model.flush():
+            answer = QMessageBox.warning(
+                self,
+                "Edits not saved",
+                "Your last annotation edits could not be written to disk (see the message). Quit anyway and lose them?",
+                QMessageBox.StandardButton.Cancel | QMessageBox.StandardButton.Discard,
+            )
+            if answer != QMessageBox.StandardButton.Discard:
+                event.ignore()
+                return
+        self._closing = True
+        self.prefs.window_geometry = bytes(self.saveGeometry().toHex()).decode()
+        self.prefs.current_view = "refine" if self.tabs.currentWidget() is self.refinement_view else "annotate"
+        self._save_prefs()
+        self.bridge.shutdown()
+        if self.store is not None:
+            try:
+                self.store.close()
+            except TdriError as exc:
+                log.warning("closing the project: %s", exc)
+            self.store = None
+        for w in (self.help_window, self.settings_dialog):
+            if w is not None:
+                w.close()
+        for t in list(self._tasks):
+            t.cancel()
+        super().closeEvent(event)
+
+
+def copy_project_for_screenshots(src: Path, dest_root: Path) -> Path:
+    """A throwaway copy of a project (so screenshots never change the user's files)."""
+    dest = dest_root / src.name
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".lock"))
+    return dest

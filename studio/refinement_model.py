@@ -1,0 +1,591 @@
+"""The refinement view's state: the dialogue, its rounds, the pending question, personalisation.
+
+Everything that touches the engine runs as a job in the engine thread (through
+:class:`~studio.engine_bridge.EngineBridge`); this model awaits those jobs on the GUI's asyncio
+loop (qasync) and publishes the outcome as observable properties. The session object itself
+lives in the engine thread: the GUI holds it only to hand it back to the next job.
+
+A dialogue restored from the project (when the studio opens) is shown from the store's records
+at once, without loading any model; the engine session is opened on the first action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QImage, QImageReader
+
+from tdri_engine import api
+from tdri_engine.events import (
+    AdapterReady,
+    Error,
+    Finished,
+    PoseReady,
+    PromptReady,
+    Question,
+    Reflection,
+    TrainingProgress,
+    Warning_,
+)
+from tdri_engine.records import Choice, Dialogue, DialogueTurn, ImageRecord
+
+from .engine_bridge import EngineBridge, JobCancelled, JobFailed, PreviewFrame, WorkerContext
+from .jobs import Job
+from .observable import observable
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 112
+DISPLAY_SIDE = 2048
+
+
+# ---------------------------------------------------------------------------------- values
+@dataclass
+class RoundView:
+    """One round as the view shows it (images already decoded, off the GUI thread)."""
+
+    round: int
+    image_id: str
+    image_path: str
+    prompt: str
+    kind: str = "prompt"
+    user_input: str = ""
+    system_response: str = ""
+    question: str | None = None
+    question_aspect: str | None = None
+    options: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    ambiguity: float | None = None
+    threshold: float | None = None
+    seed: int | None = None
+    adapter_version: str | None = None
+    warnings: tuple[str, ...] = ()
+    pose_found: bool = False
+    image: QImage | None = None
+    thumb: QImage | None = None
+    label: str = ""  # shown under the thumbnail
+
+    @property
+    def title(self) -> str:
+        return self.label or f"Round {self.round}"
+
+
+@dataclass
+class Personalisation:
+    """The "k of N choices until the next update" panel and the adapter versions."""
+
+    remaining: int | None = None  # k
+    every: int = 40  # N
+    active: str | None = None
+    versions: list[Any] = field(default_factory=list)  # AdapterVersion records, oldest first
+    available: bool = True
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    """Two images side by side that a choice can be recorded for (rounds or a base/adapted pair)."""
+
+    left: RoundView | None
+    right: RoundView | None
+
+
+# ------------------------------------------------------------------ worker-side helpers
+def read_qimage(path: str | Path | None, max_side: int = DISPLAY_SIDE) -> QImage | None:
+    """Decode an image file to a QImage (safe off the GUI thread); None when unreadable."""
+    if not path or not Path(path).is_file():
+        return None
+    reader = QImageReader(str(path))
+    size = reader.size()
+    if size.isValid() and max(size.width(), size.height()) > max_side:
+        reader.setScaledSize(size.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio))
+    image = reader.read()
+    return None if image.isNull() else image
+
+
+def _thumb(image: QImage | None) -> QImage | None:
+    if image is None:
+        return None
+    return image.scaled(
+        THUMB_SIDE, THUMB_SIDE, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
+
+
+def round_from_result(result: api.RoundResult, tau: float | None = None) -> RoundView:
+    """RoundResult (engine) -> RoundView, decoding the image. Runs in the engine thread."""
+    turn, rec = result.turn, result.image
+    refl = result.reflection
+    q = result.question
+    image = read_qimage(result.image_path)
+    return RoundView(
+        round=result.round,
+        image_id=rec.id,
+        image_path=str(result.image_path),
+        prompt=result.prompt,
+        kind=turn.kind,
+        user_input=turn.user_input,
+        system_response=turn.system_response,
+        question=q.text if q else turn.question,
+        question_aspect=q.aspect if q else turn.question_aspect,
+        options=tuple(q.options) if q else (),
+        scores=dict(refl.scores if refl else turn.aspect_scores),
+        captions=dict(refl.captions) if refl else {},
+        ambiguity=refl.ambiguity if refl else turn.ambiguity,
+        threshold=refl.threshold if refl else tau,
+        seed=rec.seed,
+        adapter_version=rec.adapter_version,
+        warnings=tuple(result.warnings),
+        pose_found=result.pose_found,
+        image=image,
+        thumb=_thumb(image),
+    )
+
+
+def rounds_from_store(store: Any, dialogue_id: str, tau: float | None) -> list[RoundView]:
+    """A dialogue's rounds from the project's records (no engine needed). Any thread."""
+    turns = store.find(DialogueTurn, lambda d: d.get("dialogue_id") == dialogue_id)
+    turns.sort(key=lambda t: (t.round, t.created))
+    out: list[RoundView] = []
+    for t in turns:
+        rec = store.get(ImageRecord, t.image_id) if t.image_id else None
+        path = ""
+        if rec is not None:
+            try:
+                path = str(store.image_path(rec))
+            except Exception:  # a record pointing nowhere shows as a missing image
+                path = ""
+        image = read_qimage(path)
+        out.append(
+            RoundView(
+                round=t.round,
+                image_id=rec.id if rec else (t.image_id or ""),
+                image_path=path,
+                prompt=t.prompt,
+                kind=t.kind,
+                user_input=t.user_input,
+                system_response=t.system_response,
+                question=t.question,
+                question_aspect=t.question_aspect,
+                scores=dict(t.aspect_scores),
+                ambiguity=t.ambiguity,
+                threshold=tau,
+                seed=rec.seed if rec else None,
+                adapter_version=rec.adapter_version if rec else None,
+                image=image,
+                thumb=_thumb(image),
+            )
+        )
+    return out
+
+
+def latest_dialogue(store: Any) -> Dialogue | None:
+    last = store.get_meta("last_dialogue_id")
+    if last:
+        d = store.get(Dialogue, last)
+        if d is not None:
+            return d
+    dialogues = store.all(Dialogue)
+    return max(dialogues, key=lambda d: d.created) if dialogues else None
+
+
+def personalisation_status(store: Any, every: int) -> Personalisation:
+    """Read the optimizer's view of this project (adapter versions, choices to the next update)."""
+    try:
+        from tdri_engine.optimizer import adapters, schedule
+    except ImportError as exc:  # an engine build without the optimizer: say so, don't guess
+        return Personalisation(every=every, available=False, note=f"Personalisation is not available: {exc}")
+    remaining = schedule.choices_until_update(store, every)
+    return Personalisation(
+        remaining=int(remaining),
+        every=every,
+        active=adapters.active_adapter(store),
+        versions=list(adapters.list_versions(store)),
+    )
+
+
+def _adapters() -> Any:
+    from tdri_engine.optimizer import adapters
+
+    return adapters
+
+
+# ------------------------------------------------------------------------------ the model
+class RefinementModel(QObject):
+    rounds_changed = Signal(object)  # list[RoundView]
+    comparison_changed = Signal(object)  # Comparison
+    pending_question_changed = Signal(object)  # Question | None
+    reflection_changed = Signal(object)  # RoundView | None (its scores/ambiguity feed the chart)
+    prompt_changed = Signal(object)  # str: the latest D2P prompt
+    busy_changed = Signal(object)  # bool
+    preview_changed = Signal(object)  # QImage | None
+    pose_map_changed = Signal(object)  # QImage | None
+    personalisation_changed = Signal(object)  # Personalisation
+    dialogue_id_changed = Signal(object)
+    last_choice_changed = Signal(object)  # str describing the last recorded preference
+    message = Signal(str, str)  # level, text (for the message bar)
+    error = Signal(object)  # Error
+    round_finished = Signal(object)  # RoundView
+    choice_recorded = Signal(object)  # PreferencePair
+    training_finished = Signal(object)  # AdapterVersion | None
+
+    rounds = observable("rounds")
+    comparison = observable("comparison")
+    pending_question = observable("pending_question")
+    reflection = observable("reflection")
+    prompt = observable("prompt")
+    busy = observable("busy")
+    preview = observable("preview")
+    pose_map = observable("pose_map")
+    personalisation = observable("personalisation")
+    dialogue_id = observable("dialogue_id")
+    last_choice = observable("last_choice")
+
+    def __init__(self, bridge: EngineBridge, parent: QObject | None = None, *, auto_update: bool = True) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.store: Any = None
+        self.auto_update = auto_update
+        self._session: Any = None  # lives in the engine thread; only passed back to jobs
+        self._rounds: list[RoundView] = []
+        self._comparison = Comparison(None, None)
+        self._pending_question: Question | None = None
+        self._reflection: RoundView | None = None
+        self._prompt = ""
+        self._busy = False
+        self._preview: QImage | None = None
+        self._pose_map: QImage | None = None
+        self._personalisation = Personalisation()
+        self._dialogue_id: str | None = None
+        self._last_choice = ""
+        self._round_job: Job | None = None
+        self._training_job: Job | None = None
+        bridge.event.connect(self._on_event)
+
+    # ------------------------------------------------------------------ project
+    @property
+    def tau(self) -> float | None:
+        return self.store.settings.tau if self.store is not None else None
+
+    async def load(self, store: Any) -> None:
+        """Show the project's latest dialogue from its records; no engine needed."""
+        self.store = store
+        self._session = None
+        self.pending_question = None
+        dialogue = latest_dialogue(store)
+        if dialogue is None:
+            self._set_rounds([], None)
+            self.dialogue_id = None
+            self.prompt = ""
+        else:
+            loop = asyncio.get_event_loop()
+            tau = self.tau
+            rounds = await loop.run_in_executor(None, rounds_from_store, store, dialogue.id, tau)
+            pose = None
+            if dialogue.pose_file:
+                pose = await loop.run_in_executor(None, read_qimage, str(store.path / dialogue.pose_file))
+            if store is not self.store:
+                return  # another project was opened meanwhile
+            self.dialogue_id = dialogue.id
+            self.pose_map = pose
+            last = rounds[-1] if rounds else None
+            self._set_rounds(rounds, last)
+            if last is not None and last.question:
+                self.pending_question = Question(
+                    last.question_aspect or "Others", last.question, last.scores, last.ambiguity or 0.0
+                )
+        await self.refresh_personalisation()
+
+    def unload(self) -> None:
+        self.store = None
+        self._session = None
+        self._set_rounds([], None)
+        self.dialogue_id = None
+        self.pending_question = None
+        self.pose_map = None
+
+    def new_dialogue(self) -> None:
+        """Forget the current dialogue in the view (it stays in the project) and start afresh."""
+        self._session = None
+        self.dialogue_id = None
+        self.pending_question = None
+        self.pose_map = None
+        self.prompt = ""
+        self.last_choice = ""
+        self._set_rounds([], None)
+
+    # ------------------------------------------------------------------ rounds
+    async def generate(self, prompt: str, seed: int | None = None) -> RoundView | None:
+        """Round 0 of a new dialogue."""
+        prompt = prompt.strip()
+        if not prompt:
+            self.message.emit("info", "Type what you want to see first, then Generate.")
+            return None
+        if self.store is None:
+            return None
+        self.new_dialogue()
+        store, sink, tau = self.store, self.bridge.sink, self.tau
+
+        def work(ctx: WorkerContext) -> tuple[Any, RoundView]:
+            session = ctx.engine.open_session(store, on_event=sink)
+            result = session.start(prompt, seed=seed, cancel=ctx.cancel)
+            return session, round_from_result(result, tau)
+
+        return await self._run_round("Generating round 0", work)
+
+    async def refine(self, reply: api.Reply) -> RoundView | None:
+        """Round t ≥ 1 from an answer, a skip, free feedback or an edited prompt."""
+        if self.store is None:
+            return None
+        if not self._rounds:
+            self.message.emit("info", "Generate a first image before refining it.")
+            return None
+        store, sink, tau, dialogue_id = self.store, self.bridge.sink, self.tau, self._dialogue_id
+        session = self._session
+        label = f"Refining: round {self._rounds[-1].round + 1}"
+
+        def work(ctx: WorkerContext) -> tuple[Any, RoundView]:
+            s = session or ctx.engine.open_session(store, dialogue_id=dialogue_id, on_event=sink)
+            result = s.refine(reply, cancel=ctx.cancel)
+            return s, round_from_result(result, tau)
+
+        return await self._run_round(label, work)
+
+    async def _run_round(self, label: str, work: Any) -> RoundView | None:
+        if self._busy:
+            self.message.emit("info", "A round is already running: wait for it or cancel it.")
+            return None
+        self.busy = True
+        self.preview = None
+        future = self.bridge.run("round", label, work)
+        self._round_job = future.job  # type: ignore[attr-defined]
+        try:
+            session, view = await future
+        except JobCancelled:
+            self.message.emit("info", "Round cancelled. Nothing was lost: the dialogue is as before.")
+            return None
+        except JobFailed as exc:
+            self.error.emit(exc.error)
+            return None
+        finally:
+            self.busy = False
+            self.preview = None
+            self._round_job = None
+        self._session = session
+        self.dialogue_id = getattr(session, "dialogue_id", None) or self._dialogue_id
+        if self.store is not None and self.dialogue_id:
+            try:
+                self.store.set_meta("last_dialogue_id", self.dialogue_id)
+            except Exception as exc:  # remembering the dialogue is a convenience, not the work
+                log.warning("could not remember the dialogue: %s", exc)
+        previous = self._rounds[-1] if self._rounds else None
+        self._set_rounds([*self._rounds, view], view, left=previous)
+        self.pending_question = (
+            Question(view.question_aspect or "Others", view.question, view.scores, view.ambiguity or 0.0, view.options)
+            if view.question
+            else None
+        )
+        for w in view.warnings:
+            self.message.emit("warning", w)
+        self.round_finished.emit(view)
+        return view
+
+    def cancel(self) -> None:
+        if self._round_job is not None:
+            self.bridge.queue.cancel(self._round_job)
+        elif self._training_job is not None:
+            self.bridge.queue.cancel(self._training_job)
+
+    def _set_rounds(self, rounds: list[RoundView], latest: RoundView | None, left: RoundView | None = None) -> None:
+        self.rounds = list(rounds)
+        self.reflection = latest
+        self.prompt = latest.prompt if latest else ""
+        self.comparison = Comparison(left if left is not None else (rounds[-2] if len(rounds) > 1 else None), latest)
+
+    def compare(self, left: RoundView | None, right: RoundView | None) -> None:
+        self.comparison = Comparison(left, right)
+
+    # ------------------------------------------------------------------ preferences
+    async def choose(self, choice: Choice | str) -> Any:
+        """Record the user's choice between the two images shown side by side."""
+        comp = self._comparison
+        if comp.left is None or comp.right is None or self.store is None:
+            self.message.emit("info", "Put two images side by side first (pick rounds in the strip).")
+            return None
+        if comp.left.image_id == comp.right.image_id:
+            self.message.emit("info", "Both sides show the same image: pick another round for one side.")
+            return None
+        choice = Choice(choice)
+        store, sink, dialogue_id = self.store, self.bridge.sink, self._dialogue_id
+        session = self._session
+        left, right = comp.left, comp.right
+
+        def work(ctx: WorkerContext) -> tuple[Any, Any]:
+            s = session or ctx.engine.open_session(store, dialogue_id=dialogue_id, on_event=sink)
+            return s, s.choose(left.image_id, right.image_id, choice)
+
+        queued = self._busy
+        if queued:
+            self.message.emit("info", "Choice noted: it is recorded as soon as the running round ends.")
+        try:
+            session, pair = await self.bridge.run("choose", "Recording your choice", work, cancellable=False)
+        except JobFailed as exc:
+            self.error.emit(exc.error)
+            return None
+        except JobCancelled:
+            return None
+        if self._session is None:
+            self._session = session
+        words = {
+            Choice.LEFT: f"{left.title} preferred over {right.title}",
+            Choice.RIGHT: f"{right.title} preferred over {left.title}",
+            Choice.TIE: f"{left.title} and {right.title}: a tie",
+            Choice.BOTH_BAD: f"{left.title} and {right.title}: both bad",
+        }[choice]
+        self.last_choice = f"Recorded: {words}."
+        self.choice_recorded.emit(pair)
+        await self.refresh_personalisation()
+        p = self._personalisation
+        if self.auto_update and p.available and p.remaining == 0 and self._training_job is None:
+            self.message.emit("info", f"{p.every} choices collected: updating your personal adapter in the background.")
+            asyncio.ensure_future(self.train())
+        return pair
+
+    # ------------------------------------------------------------------ personalisation
+    async def refresh_personalisation(self) -> Personalisation:
+        if self.store is None:
+            return self._personalisation
+        store = self.store
+        every = store.settings.update_every
+        loop = asyncio.get_event_loop()
+        try:
+            status = await loop.run_in_executor(None, personalisation_status, store, every)
+        except Exception as exc:
+            log.exception("personalisation status failed")
+            status = Personalisation(every=every, available=False, note=f"Could not read the adapters: {exc}")
+        if store is self.store:
+            self.personalisation = status
+        return status
+
+    async def train(self) -> Any:
+        if self.store is None:
+            return None
+        store, sink = self.store, self.bridge.sink
+
+        def work(ctx: WorkerContext) -> Any:
+            return ctx.engine.train(store, cancel=ctx.cancel, on_event=ctx.emit)
+
+        future = self.bridge.run("train", "Updating your personal adapter (Diffusion-DPO)", work)
+        self._training_job = future.job  # type: ignore[attr-defined]
+        del sink
+        version = None
+        try:
+            version = await future
+        except JobFailed as exc:
+            self.error.emit(exc.error)
+        except JobCancelled:
+            self.message.emit("info", "Update cancelled; the active adapter is unchanged.")
+        finally:
+            self._training_job = None
+        await self.refresh_personalisation()
+        self.training_finished.emit(version)
+        return version
+
+    async def activate(self, version_id: str | None) -> None:
+        await self._adapter_op(lambda store: _adapters().activate(store, version_id), f"Switching to {version_id or 'base'}")
+
+    async def rollback(self) -> None:
+        await self._adapter_op(lambda store: _adapters().rollback(store), "Rolling back the adapter")
+
+    async def _adapter_op(self, fn: Any, label: str) -> None:
+        if self.store is None:
+            return
+        store = self.store
+        try:
+            # Through the engine thread: the engine may hold the adapter loaded in its pipeline.
+            await self.bridge.run("adapter", label, lambda ctx: fn(store), cancellable=False)
+        except JobFailed as exc:
+            self.error.emit(exc.error)
+        await self.refresh_personalisation()
+
+    async def compare_base_adapted(self, seed: int | None = None) -> Comparison | None:
+        """Generate the latest prompt with and without the active adapter on one seed."""
+        if self.store is None:
+            return None
+        prompt = self._prompt or (self._rounds[-1].prompt if self._rounds else "")
+        if not prompt:
+            self.message.emit("info", "Generate something first: the comparison uses the latest prompt.")
+            return None
+        if seed is None and self._rounds:
+            seed = self._rounds[-1].seed
+        store, sink = self.store, self.bridge.sink
+
+        def work(ctx: WorkerContext) -> tuple[RoundView, RoundView]:
+            base, adapted = ctx.engine.compare_adapter(store, prompt, seed=seed, cancel=ctx.cancel, on_event=sink)
+            views = []
+            for title, res in (("Base", base), ("Adapted", adapted)):
+                image = read_qimage(res.path)
+                rec = res.record
+                label = f"{title}{' ' + rec.adapter_version if rec.adapter_version else ''} · seed {rec.seed}"
+                views.append(
+                    RoundView(
+                        round=-1,
+                        image_id=rec.id,
+                        image_path=str(res.path),
+                        prompt=prompt,
+                        seed=rec.seed,
+                        adapter_version=rec.adapter_version,
+                        image=image,
+                        thumb=_thumb(image),
+                        label=label,
+                    )
+                )
+            return views[0], views[1]
+
+        if self._busy:
+            self.message.emit("info", "A round is running: try again when it ends.")
+            return None
+        self.busy = True
+        future = self.bridge.run("compare", "Base vs adapted on the same seed", work)
+        self._round_job = future.job  # type: ignore[attr-defined]
+        try:
+            left, right = await future
+        except JobFailed as exc:
+            self.error.emit(exc.error)
+            return None
+        except JobCancelled:
+            return None
+        finally:
+            self.busy = False
+            self._round_job = None
+        self.comparison = Comparison(left, right)
+        return self.comparison
+
+    # ------------------------------------------------------------------ engine events
+    def _on_event(self, job: Job, event: Any) -> None:
+        if job.kind not in ("round", "compare", "train"):
+            return
+        if isinstance(event, PreviewFrame):
+            self.preview = event.image
+        elif isinstance(event, PromptReady):
+            self.prompt = event.prompt
+            for w in event.warnings:
+                self.message.emit("warning", w)
+        elif isinstance(event, PoseReady):
+            if event.found and event.pose_map_path:
+                self.pose_map = read_qimage(event.pose_map_path, 1024)
+            elif not event.found:
+                self.message.emit("info", event.message or "No person found: the pose is not kept.")
+        elif isinstance(event, Warning_):
+            self.message.emit("warning", event.message)
+        elif isinstance(event, AdapterReady):
+            level = "warning" if event.suspect else "info"
+            text = event.message or f"Adapter {event.version} is ready."
+            self.message.emit(level, text)
+        elif isinstance(event, (Reflection, TrainingProgress, Finished, Error)):
+            pass  # the round's result carries the reflection; the job bar shows training progress

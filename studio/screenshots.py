@@ -1,0 +1,126 @@
+"""``tdri-studio --screenshots DIR``: pictures of the studio with a project loaded.
+
+Works on a throwaway copy of the project (the user's files never change), runs one short
+dialogue on the engine when the project has none (so the refinement view shows real rounds),
+and saves ``annotation.png``, ``refinement.png`` and ``settings.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QEventLoop
+from PySide6.QtWidgets import QWidget
+
+from tdri_engine import api
+from tdri_engine.records import Annotation
+
+log = logging.getLogger(__name__)
+
+SIZE = (1440, 900)
+DEMO_PROMPT = "a red silk evening dress on a model, studio light"
+
+
+async def wait_signal(signal: Any, timeout_s: float = 60.0) -> Any:
+    """Await one emission of a Qt signal on the qasync loop."""
+    fut: asyncio.Future = asyncio.get_event_loop().create_future()
+
+    def fire(*args: Any) -> None:
+        if not fut.done():
+            fut.set_result(args[0] if len(args) == 1 else args)
+
+    signal.connect(fire)
+    try:
+        return await asyncio.wait_for(fut, timeout_s)
+    finally:
+        signal.disconnect(fire)
+
+
+async def settle(ms: int = 150) -> None:
+    """Let layouts, repaints and queued signals run before a grab."""
+    await asyncio.sleep(ms / 1000)
+    QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+
+
+def grab(widget: QWidget, path: Path) -> Path:
+    pixmap = widget.grab()
+    if not pixmap.save(str(path)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = None) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = Path(project) if project else _default_project(window)
+    tmp = tempfile.TemporaryDirectory(prefix="tdri-shots-")
+    window.destroyed.connect(lambda *_: tmp.cleanup())
+    window._screenshot_tmp = tmp  # lives as long as the window
+    from .main_window import copy_project_for_screenshots
+
+    copy = copy_project_for_screenshots(source, Path(tmp.name))
+    window.resize(*SIZE)
+    store = await window.open_project(copy)
+    if store is None:
+        raise RuntimeError(f"could not open {copy}")
+    saved: list[Path] = []
+
+    # --- annotation view, on an annotated pair when there is one
+    window.tabs.setCurrentWidget(window.annotation_view)
+    model = window.annotation_model
+    annotated = [a.task_id for a in store.all(Annotation) if any(a.descriptions.values())]
+    images_shown = wait_signal(window.annotation_view.images_shown, 30)
+    target = annotated[0] if annotated else (model.tasks[0].id if model.tasks else None)
+    if target and model.current is not None and model.current.id == target:
+        model.images_changed.emit(model.images)  # reload, so the wait below sees the signal
+    elif target:
+        model.go_to(target)
+    else:
+        model.images_changed.emit([])
+    await images_shown
+    window.annotation_view._refresh_html()
+    await settle(300)
+    saved.append(grab(window, out_dir / "annotation.png"))
+
+    # --- refinement view: a short dialogue on the engine when the project has none
+    window.tabs.setCurrentWidget(window.refinement_view)
+    ref = window.refinement_model
+    if not ref.rounds:
+        view = await ref.generate(DEMO_PROMPT, seed=7)
+        if view is not None:
+            q = ref.pending_question
+            reply: api.Reply = (
+                api.Answer(q.aspect, q.options[0] if q.options else "deep red")
+                if q is not None
+                else api.Feedback("longer sleeves")
+            )
+            await ref.refine(reply)
+            await ref.choose("right")
+    await settle(300)
+    saved.append(grab(window, out_dir / "refinement.png"))
+
+    # --- settings dialog with the models check done
+    dlg = window.show_settings()
+    if dlg is not None:
+        dlg.resize(900, 600)
+        if dlg._check_task is not None:
+            await dlg._check_task
+        await settle(300)
+        saved.append(grab(dlg, out_dir / "settings.png"))
+        dlg.reject()
+    await settle(50)
+    return saved
+
+
+def _default_project(window: Any) -> Path:
+    prefs = window.prefs
+    sample = prefs.projects_root() / "sample"
+    if sample.is_dir():
+        return sample
+    if prefs.last_project and Path(prefs.last_project).is_dir():
+        return Path(prefs.last_project)
+    raise RuntimeError(f"No project to show: {sample} does not exist. Pass --project PATH.")

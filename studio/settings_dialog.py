@@ -1,0 +1,522 @@
+"""Settings: model roles and paths (with the models check), generation, dialogue, updates, projects.
+
+Engine settings belong to the project and are saved with ``store.save_settings`` (into its
+``project.json``); the model profile's folders are saved as a user profile
+(``tdri_engine.models.save_profile``); studio preferences (projects folder, automatic updates)
+in ``studio.json`` under ``tdri_home()``. Nothing is saved until Save, and an invalid value
+is shown in the dialog instead of closing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from tdri_engine.errors import TdriError
+from tdri_engine.settings import ASPECTS, EngineSettings
+
+from .prefs import StudioPrefs
+
+log = logging.getLogger(__name__)
+
+MODEL_COLUMNS = ("Role", "Kind", "Found", "Path or source", "What to do")
+
+
+def check_models(profile_name: str) -> tuple[Any, list[Any]]:
+    """(profile, one status per role) — file checks only, no model is loaded. Any thread."""
+    from tdri_engine import models
+
+    profile = models.load_profile(profile_name)
+    return profile, models.check_profile(profile)
+
+
+def project_profile(store: Any) -> str:
+    """The model profile a project runs on: chosen in Settings, else the one it was made with."""
+    return str(store.get_meta("model_profile") or store.profile or "demo")
+
+
+class SettingsDialog(QDialog):
+    saved = Signal(object)  # dict of what changed: {"settings", "profile", "prefs"}
+    models_checked = Signal(object)  # list of role statuses
+
+    def __init__(
+        self,
+        store: Any,
+        prefs: StudioPrefs,
+        *,
+        show_error: Callable[[Any], None] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("settingsDialog")
+        self.setAccessibleName("Settings")
+        self.setWindowTitle("Settings")
+        self.store = store
+        self.prefs = prefs
+        self._show_error = show_error
+        self.statuses: list[Any] = []
+        self._profile: Any = None
+        self._check_task: asyncio.Future | None = None
+        self.resize(900, 600)
+        layout = QVBoxLayout(self)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("settingsTabs")
+        layout.addWidget(self.tabs, 1)
+        self._build_models_tab()
+        self._build_generation_tab()
+        self._build_dialogue_tab()
+        self._build_updates_tab()
+        self._build_projects_tab()
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("settingsError")
+        self.error_label.setAccessibleName("Settings problem")
+        self.error_label.setWordWrap(True)
+        self.error_label.setProperty("level", "error")
+        self.error_label.setVisible(False)
+        layout.addWidget(self.error_label)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.setObjectName("settingsButtons")
+        self.buttons.accepted.connect(self.save)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self._load_values()
+
+    # ------------------------------------------------------------------ tabs
+    def _build_models_tab(self) -> None:
+        tab = QWidget()
+        tab.setObjectName("modelsTab")
+        v = QVBoxLayout(tab)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Model profile for this project:"))
+        self.profile_combo = QComboBox()
+        self.profile_combo.setObjectName("profileCombo")
+        self.profile_combo.setAccessibleName("Model profile")
+        row.addWidget(self.profile_combo, 1)
+        self.check_button = QPushButton("Check models")
+        self.check_button.setObjectName("checkModelsButton")
+        self.check_button.setAccessibleName("Check models")
+        row.addWidget(self.check_button)
+        v.addLayout(row)
+        self.models_summary = QLabel("Checking models…")
+        self.models_summary.setObjectName("modelsSummary")
+        self.models_summary.setAccessibleName("Models check result")
+        self.models_summary.setWordWrap(True)
+        v.addWidget(self.models_summary)
+        self.models_table = QTableWidget(0, len(MODEL_COLUMNS))
+        self.models_table.setObjectName("modelsTable")
+        self.models_table.setAccessibleName("Model roles")
+        self.models_table.setHorizontalHeaderLabels(MODEL_COLUMNS)
+        self.models_table.verticalHeader().setVisible(False)
+        self.models_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.models_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.models_table.setWordWrap(True)
+        header = self.models_table.horizontalHeader()
+        for i, mode in enumerate(
+            (
+                QHeaderView.ResizeMode.ResizeToContents,
+                QHeaderView.ResizeMode.ResizeToContents,
+                QHeaderView.ResizeMode.ResizeToContents,
+                QHeaderView.ResizeMode.Interactive,
+                QHeaderView.ResizeMode.Stretch,
+            )
+        ):
+            header.setSectionResizeMode(i, mode)
+        self.models_table.setColumnWidth(3, 300)
+        v.addWidget(self.models_table, 1)
+        row = QHBoxLayout()
+        self.role_folder_button = QPushButton("Set folder for the selected role…")
+        self.role_folder_button.setObjectName("roleFolderButton")
+        self.role_folder_button.setAccessibleName("Set the model folder for the selected role")
+        row.addWidget(self.role_folder_button)
+        self.role_hint = QLabel("")
+        self.role_hint.setObjectName("roleHint")
+        self.role_hint.setWordWrap(True)
+        row.addWidget(self.role_hint, 1)
+        v.addLayout(row)
+        self.tabs.addTab(tab, "Models")
+        self.check_button.clicked.connect(self.start_check)
+        self.profile_combo.currentIndexChanged.connect(lambda _i: self.start_check())
+        self.role_folder_button.clicked.connect(self._choose_role_folder)
+
+    def _form_tab(self, name: str, title: str) -> QFormLayout:
+        tab = QWidget()
+        tab.setObjectName(name)
+        form = QFormLayout(tab)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.tabs.addTab(tab, title)
+        return form
+
+    def _spin(self, name: str, lo: int, hi: int, step: int = 1) -> QSpinBox:
+        s = QSpinBox()
+        s.setObjectName(name)
+        s.setAccessibleName(name)
+        s.setRange(lo, hi)
+        s.setSingleStep(step)
+        return s
+
+    def _dspin(self, name: str, lo: float, hi: float, step: float = 0.05, decimals: int = 2) -> QDoubleSpinBox:
+        s = QDoubleSpinBox()
+        s.setObjectName(name)
+        s.setAccessibleName(name)
+        s.setRange(lo, hi)
+        s.setSingleStep(step)
+        s.setDecimals(decimals)
+        return s
+
+    def _combo(self, name: str, items: tuple[str, ...]) -> QComboBox:
+        c = QComboBox()
+        c.setObjectName(name)
+        c.setAccessibleName(name)
+        for it in items:
+            c.addItem(it, it)
+        return c
+
+    def _row(self, form: QFormLayout, label: str, widget: QWidget, field: str | None = None) -> None:
+        if field:
+            widget.setToolTip(EngineSettings.help(field))
+        form.addRow(label, widget)
+
+    def _build_generation_tab(self) -> None:
+        f = self._form_tab("generationTab", "Generation")
+        self.device_combo = self._combo("device", ("auto", "cpu", "cuda", "mps"))
+        self.device_combo.setEditable(True)  # cuda:1 ...
+        self._row(f, "Device:", self.device_combo, "device")
+        self.dtype_combo = self._combo("dtype", ("auto", "fp16", "bf16", "fp32"))
+        self._row(f, "Precision (dtype):", self.dtype_combo, "dtype")
+        self.steps_spin = self._spin("steps", 1, 500)
+        self._row(f, "Steps:", self.steps_spin, "steps")
+        self.guidance_spin = self._dspin("guidance", 0.0, 30.0, 0.5, 1)
+        self._row(f, "Guidance:", self.guidance_spin, "guidance")
+        size = QHBoxLayout()
+        self.width_spin = self._spin("width", 64, 4096, 8)
+        self.height_spin = self._spin("height", 64, 4096, 8)
+        size.addWidget(self.width_spin)
+        size.addWidget(QLabel("×"))
+        size.addWidget(self.height_spin)
+        size_w = QWidget()
+        size_w.setLayout(size)
+        size.setContentsMargins(0, 0, 0, 0)
+        self._row(f, "Size (px):", size_w, "width")
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setObjectName("negative_prompt")
+        self.negative_edit.setAccessibleName("Negative prompt")
+        self._row(f, "Negative prompt:", self.negative_edit, "negative_prompt")
+        self.refine_mode_combo = self._combo("refine_mode", ("edit", "scratch"))
+        self._row(f, "Refine by:", self.refine_mode_combo, "refine_mode")
+        self.edit_strength_spin = self._dspin("edit_strength", 0.05, 1.0)
+        self._row(f, "Edit strength:", self.edit_strength_spin, "edit_strength")
+        self.use_pose_check = QCheckBox("Keep round 0's pose in later rounds")
+        self.use_pose_check.setObjectName("use_pose")
+        self._row(f, "Pose:", self.use_pose_check, "use_pose")
+        self.pose_strength_spin = self._dspin("pose_strength", 0.0, 2.0)
+        self._row(f, "Pose strength:", self.pose_strength_spin, "pose_strength")
+        self.pose_sigma_spin = self._dspin("pose_sigma", 0.0, 50.0, 0.5, 1)
+        self._row(f, "Pose smoothing σ:", self.pose_sigma_spin, "pose_sigma")
+        self.offload_check = QCheckBox("Offload idle models to the CPU (small GPUs)")
+        self.offload_check.setObjectName("cpu_offload")
+        self._row(f, "Memory:", self.offload_check, "cpu_offload")
+
+    def _build_dialogue_tab(self) -> None:
+        f = self._form_tab("dialogueTab", "Dialogue")
+        self.tau_spin = self._dspin("tau", 0.0, 1.0, 0.01)
+        self._row(f, "Ambiguity threshold τ:", self.tau_spin, "tau")
+        self.weight_spins: dict[str, QDoubleSpinBox] = {}
+        for a in ASPECTS:
+            s = self._dspin(f"weight_{a}", 0.0, 1.0, 0.01, 3)
+            s.setAccessibleName(f"Weight of {a}")
+            self.weight_spins[a] = s
+            self._row(f, f"Weight w of {a}:", s, "aspect_weights")
+        self.alpha_spin = self._dspin("alpha", 0.0, 1.0)
+        self._row(f, "History weight α:", self.alpha_spin, "alpha")
+        self.beta_spin = self._dspin("beta", 0.0, 1.0)
+        self._row(f, "Latest input weight β:", self.beta_spin, "beta")
+        self.summarizer_combo = self._combo("summarizer", ("structured", "llm"))
+        self._row(f, "Summarizer:", self.summarizer_combo, "summarizer")
+        self.questioner_combo = self._combo("questioner", ("template", "llm"))
+        self._row(f, "Questions by:", self.questioner_combo, "questioner")
+
+    def _build_updates_tab(self) -> None:
+        f = self._form_tab("updatesTab", "Personalisation")
+        self.update_every_spin = self._spin("update_every", 2, 10000)
+        self._row(f, "Update after N choices:", self.update_every_spin, "update_every")
+        self.auto_update_check = QCheckBox("Start the update by itself when N choices are collected")
+        self.auto_update_check.setObjectName("auto_update")
+        self.auto_update_check.setAccessibleName("Update automatically")
+        f.addRow("Automatic:", self.auto_update_check)
+        self.ae_check = QCheckBox("Attend-and-Excite rescues forgotten subjects")
+        self.ae_check.setObjectName("use_attend_excite")
+        self._row(f, "Attend-and-Excite:", self.ae_check, "use_attend_excite")
+        self.ae_spin = self._dspin("ae_threshold", 0.0, 1.0, 0.01)
+        self._row(f, "A&E threshold:", self.ae_spin, "ae_threshold")
+
+    def _build_projects_tab(self) -> None:
+        f = self._form_tab("projectsTab", "Projects")
+        row = QHBoxLayout()
+        self.projects_dir_edit = QLineEdit()
+        self.projects_dir_edit.setObjectName("projectsDirEdit")
+        self.projects_dir_edit.setAccessibleName("Projects folder")
+        row.addWidget(self.projects_dir_edit, 1)
+        browse = QPushButton("Browse…")
+        browse.setObjectName("projectsDirBrowse")
+        browse.setAccessibleName("Choose the projects folder")
+        browse.clicked.connect(self._browse_projects_dir)
+        row.addWidget(browse)
+        w = QWidget()
+        row.setContentsMargins(0, 0, 0, 0)
+        w.setLayout(row)
+        f.addRow("Projects folder:", w)
+        self.project_path_label = QLabel("")
+        self.project_path_label.setObjectName("projectPathLabel")
+        self.project_path_label.setWordWrap(True)
+        self.project_path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        f.addRow("This project:", self.project_path_label)
+        self.annotator_edit = QLineEdit()
+        self.annotator_edit.setObjectName("annotatorEdit")
+        self.annotator_edit.setAccessibleName("Annotator name")
+        self.annotator_edit.setPlaceholderText("written into each annotation")
+        f.addRow("Your name:", self.annotator_edit)
+
+    # ------------------------------------------------------------------ values
+    def _load_values(self) -> None:
+        s: EngineSettings = self.store.settings if self.store is not None else EngineSettings()
+        self.device_combo.setCurrentText(s.device)
+        self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(s.dtype)))
+        self.steps_spin.setValue(s.steps)
+        self.guidance_spin.setValue(s.guidance)
+        self.width_spin.setValue(s.width)
+        self.height_spin.setValue(s.height)
+        self.negative_edit.setText(s.negative_prompt)
+        self.refine_mode_combo.setCurrentIndex(max(0, self.refine_mode_combo.findData(s.refine_mode)))
+        self.edit_strength_spin.setValue(s.edit_strength)
+        self.use_pose_check.setChecked(s.use_pose)
+        self.pose_strength_spin.setValue(s.pose_strength)
+        self.pose_sigma_spin.setValue(s.pose_sigma)
+        self.offload_check.setChecked(s.cpu_offload)
+        self.tau_spin.setValue(s.tau)
+        for a, spin in self.weight_spins.items():
+            spin.setValue(float(s.aspect_weights.get(a, 0.0)))
+        self.alpha_spin.setValue(s.alpha)
+        self.beta_spin.setValue(s.beta)
+        self.summarizer_combo.setCurrentIndex(max(0, self.summarizer_combo.findData(s.summarizer)))
+        self.questioner_combo.setCurrentIndex(max(0, self.questioner_combo.findData(s.questioner)))
+        self.update_every_spin.setValue(s.update_every)
+        self.auto_update_check.setChecked(self.prefs.auto_update)
+        self.ae_check.setChecked(s.use_attend_excite)
+        self.ae_spin.setValue(s.ae_threshold)
+        self.projects_dir_edit.setText(str(self.prefs.projects_root()))
+        self.annotator_edit.setText(self.prefs.annotator)
+        self.project_path_label.setText(str(self.store.path) if self.store is not None else "(no project open)")
+        from tdri_engine import models
+
+        self.profile_combo.blockSignals(True)
+        names = models.list_profiles()
+        current = project_profile(self.store) if self.store is not None else "demo"
+        if current not in names:
+            names.append(current)
+        for n in names:
+            self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
+        self.profile_combo.setCurrentIndex(max(0, self.profile_combo.findData(current)))
+        self.profile_combo.blockSignals(False)
+
+    def collect(self) -> EngineSettings:
+        """The engine settings as edited; raises BadInput when a value is invalid."""
+        base = self.store.settings if self.store is not None else EngineSettings()
+        return EngineSettings.from_dict(
+            {
+                **base.to_dict(),
+                "device": self.device_combo.currentText().strip() or "auto",
+                "dtype": self.dtype_combo.currentData(),
+                "steps": self.steps_spin.value(),
+                "guidance": self.guidance_spin.value(),
+                "width": self.width_spin.value(),
+                "height": self.height_spin.value(),
+                "negative_prompt": self.negative_edit.text(),
+                "refine_mode": self.refine_mode_combo.currentData(),
+                "edit_strength": self.edit_strength_spin.value(),
+                "use_pose": self.use_pose_check.isChecked(),
+                "pose_strength": self.pose_strength_spin.value(),
+                "pose_sigma": self.pose_sigma_spin.value(),
+                "cpu_offload": self.offload_check.isChecked(),
+                "tau": self.tau_spin.value(),
+                "aspect_weights": {a: s.value() for a, s in self.weight_spins.items()},
+                "alpha": self.alpha_spin.value(),
+                "beta": self.beta_spin.value(),
+                "summarizer": self.summarizer_combo.currentData(),
+                "questioner": self.questioner_combo.currentData(),
+                "update_every": self.update_every_spin.value(),
+                "use_attend_excite": self.ae_check.isChecked(),
+                "ae_threshold": self.ae_spin.value(),
+            }
+        )
+
+    def save(self) -> bool:
+        """Validate and persist everything; keep the dialog open with the reason on failure."""
+        changed: dict[str, Any] = {}
+        try:
+            settings = self.collect()
+        except TdriError as exc:
+            self._fail(exc.message, exc.what_to_do)
+            return False
+        profile = self.profile_combo.currentData()
+        try:
+            if self.store is not None:
+                if settings.to_dict() != self.store.settings.to_dict():
+                    self.store.save_settings(settings)
+                    changed["settings"] = settings
+                if profile and profile != project_profile(self.store):
+                    self.store.set_meta("model_profile", profile)
+                    changed["profile"] = profile
+        except TdriError as exc:
+            self._fail(f"Settings not saved: {exc.message}", exc.what_to_do)
+            return False
+        new_dir = self.projects_dir_edit.text().strip()
+        prefs_changed = False
+        if new_dir and Path(new_dir) != self.prefs.projects_root():
+            self.prefs.projects_dir = new_dir
+            prefs_changed = True
+        if self.auto_update_check.isChecked() != self.prefs.auto_update:
+            self.prefs.auto_update = self.auto_update_check.isChecked()
+            prefs_changed = True
+        if self.annotator_edit.text().strip() != self.prefs.annotator:
+            self.prefs.annotator = self.annotator_edit.text().strip()
+            prefs_changed = True
+        if prefs_changed:
+            try:
+                self.prefs.save()
+            except OSError as exc:
+                self._fail(f"Studio preferences not saved: {exc}", f"Check that {StudioPrefs.path().parent} is writable.")
+                return False
+            changed["prefs"] = self.prefs
+        self.saved.emit(changed)
+        self.accept()
+        return True
+
+    def _fail(self, message: str, what_to_do: str = "") -> None:
+        self.error_label.setText(f"⚠ {message}" + (f"\n{what_to_do}" if what_to_do else ""))
+        self.error_label.setVisible(True)
+
+    def _browse_projects_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Projects folder", self.projects_dir_edit.text())
+        if folder:
+            self.projects_dir_edit.setText(folder)
+
+    # ------------------------------------------------------------------ models check
+    def start_check(self) -> asyncio.Future:
+        """Run the models check off the GUI thread (it walks folders and the HF cache)."""
+        name = self.profile_combo.currentData() or "demo"
+        self.models_summary.setText(f"Checking the models of profile “{name}”…")
+        self.check_button.setEnabled(False)
+
+        async def run() -> None:
+            loop = asyncio.get_event_loop()
+            try:
+                profile, statuses = await loop.run_in_executor(None, check_models, name)
+            except TdriError as exc:
+                self.models_summary.setText(f"⚠ {exc.message} {exc.what_to_do}")
+                self.statuses = []
+                self.models_table.setRowCount(0)
+                return
+            finally:
+                self.check_button.setEnabled(True)
+            self._show_statuses(profile, statuses)
+
+        self._check_task = asyncio.ensure_future(run())
+        return self._check_task
+
+    def _show_statuses(self, profile: Any, statuses: list[Any]) -> None:
+        self._profile = profile
+        self.statuses = list(statuses)
+        self.models_table.setRowCount(len(statuses))
+        for row, st in enumerate(statuses):
+            found = "✓ found" if st.found else ("✗ missing" if st.required else "– optional, missing")
+            cells = (
+                st.role,
+                st.kind,
+                found,
+                st.path or st.source,
+                st.what_to_do or "",
+            )
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                tip = text
+                if col == 3 and st.looked_in:
+                    tip = "Looked in:\n" + "\n".join(st.looked_in)
+                item.setToolTip(tip)
+                if col == 2:
+                    item.setForeground(Qt.GlobalColor.green if st.found else Qt.GlobalColor.red)
+                self.models_table.setItem(row, col, item)
+        self.models_table.resizeRowsToContents()
+        missing = [s.role for s in statuses if not s.found and s.required]
+        if missing:
+            self.models_summary.setText(
+                f"⚠ {len(missing)} required model(s) missing: {', '.join(missing)}. "
+                "See “What to do” for each; generation is disabled until they are found."
+            )
+            self.models_summary.setProperty("level", "error")
+        else:
+            demo = " These are tiny random models: images are noise." if getattr(profile, "is_demo", False) else ""
+            self.models_summary.setText(f"✓ All required models of “{profile.name}” found.{demo}")
+            self.models_summary.setProperty("level", "ok")
+        self.models_summary.style().unpolish(self.models_summary)
+        self.models_summary.style().polish(self.models_summary)
+        is_demo = getattr(profile, "is_demo", False)
+        self.role_folder_button.setEnabled(not is_demo)
+        self.role_hint.setText(
+            "The demo models are built by the studio; pick another profile to use real weights."
+            if is_demo
+            else "Point a role at a local folder (diffusers / transformers layout); saved as a user profile."
+        )
+        self.models_checked.emit(self.statuses)
+
+    def _choose_role_folder(self) -> None:
+        row = self.models_table.currentRow()
+        if row < 0 or row >= len(self.statuses) or self._profile is None:
+            self.role_hint.setText("Select a role in the table first.")
+            return
+        role = self.statuses[row].role
+        folder = QFileDialog.getExistingDirectory(self, f"Folder with the {role} model")
+        if folder:
+            self.set_role_folder(role, folder)
+
+    def set_role_folder(self, role: str, folder: str) -> None:
+        """Save ``folder`` as the source of ``role`` in the user's copy of the profile."""
+        import dataclasses
+
+        from tdri_engine import models
+
+        profile = self._profile
+        spec = profile.roles[role]
+        roles = dict(profile.roles)
+        roles[role] = dataclasses.replace(spec, source=str(folder))
+        try:
+            models.save_profile(dataclasses.replace(profile, roles=roles))
+        except (OSError, TdriError) as exc:
+            self._fail(f"Could not save the model folder: {exc}")
+            return
+        self.start_check()

@@ -1,0 +1,71 @@
+"""Every keyboard shortcut in one table: the views bind from it and Help lists it.
+
+Single keys (1-4) act only when no text box has focus: Qt gives a focused text box the key
+first, so typing "1" in a description types a 1. Esc leaves a text box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    keys: tuple[str, ...]  # QKeySequence strings; the first is shown in buttons
+    text: str
+    where: str  # "Annotate", "Refine", "Everywhere", "Image"
+
+
+SHORTCUTS: dict[str, Shortcut] = {
+    # annotation view
+    "annotate.left_better": Shortcut(("1",), "Left image is better", "Annotate"),
+    "annotate.right_better": Shortcut(("2",), "Right image is better", "Annotate"),
+    "annotate.tie": Shortcut(("3",), "Tie: both equally good", "Annotate"),
+    "annotate.both_bad": Shortcut(("4",), "Both bad", "Annotate"),
+    "annotate.focus_left": Shortcut(("Alt+1",), "Describe the left image (focus its box)", "Annotate"),
+    "annotate.focus_right": Shortcut(("Alt+2",), "Describe the right image (focus its box)", "Annotate"),
+    "annotate.leave_text": Shortcut(("Esc",), "Leave the text box (then 1-4 choose)", "Annotate"),
+    "annotate.save": Shortcut(("Ctrl+S",), "Save Task (mark it done)", "Annotate"),
+    "annotate.save_next": Shortcut(("Ctrl+Return",), "Save Task and go to the next task to do", "Annotate"),
+    "annotate.next": Shortcut(("Alt+Right", "Ctrl+PgDown"), "Next task", "Annotate"),
+    "annotate.previous": Shortcut(("Alt+Left", "Ctrl+PgUp"), "Previous task", "Annotate"),
+    "annotate.jump": Shortcut(("Ctrl+J",), "Jump to task number", "Annotate"),
+    "annotate.tag": Shortcut(("Ctrl+T",), "Add a tag to the selected image", "Annotate"),
+    "annotate.switch_image": Shortcut(("Ctrl+Tab",), "Tags: switch between left and right image", "Annotate"),
+    "annotate.load_images": Shortcut(("Ctrl+O",), "Load Image(s)", "Annotate"),
+    "annotate.load_folder": Shortcut(("Ctrl+Shift+O",), "Load a folder of images", "Annotate"),
+    "annotate.load_last": Shortcut(("Ctrl+L",), "Load Last: the task you worked on last", "Annotate"),
+    "annotate.copy_html": Shortcut(("Ctrl+Shift+C",), "Copy the pair's HTML snippet", "Annotate"),
+    # refinement view
+    "refine.send": Shortcut(
+        ("Ctrl+Return",), "Generate (first round) or Refine with what you typed", "Refine"
+    ),
+    "refine.skip": Shortcut(("Ctrl+K",), "Skip the clarification question", "Refine"),
+    "refine.cancel": Shortcut(("Esc",), "Cancel the running round", "Refine"),
+    "refine.edit_prompt": Shortcut(("Ctrl+E",), "Edit the prompt the studio made (D2P)", "Refine"),
+    "refine.pose": Shortcut(("Ctrl+P",), "Show or hide the pose overlay", "Refine"),
+    "refine.left_better": Shortcut(("1",), "Left round is better", "Refine"),
+    "refine.right_better": Shortcut(("2",), "Right round is better", "Refine"),
+    "refine.tie": Shortcut(("3",), "Tie", "Refine"),
+    "refine.both_bad": Shortcut(("4",), "Both bad", "Refine"),
+    # everywhere
+    "app.annotate": Shortcut(("Ctrl+1",), "Show the annotation view", "Everywhere"),
+    "app.refine": Shortcut(("Ctrl+2",), "Show the refinement view", "Everywhere"),
+    "app.undo": Shortcut(("Ctrl+Z",), "Undo the last annotation edit", "Everywhere"),
+    "app.redo": Shortcut(("Ctrl+Shift+Z", "Ctrl+Y"), "Redo", "Everywhere"),
+    "app.settings": Shortcut(("Ctrl+,",), "Settings", "Everywhere"),
+    "app.help": Shortcut(("F1",), "Guidelines and shortcuts", "Everywhere"),
+    "app.quit": Shortcut(("Ctrl+Q",), "Quit (everything is already saved)", "Everywhere"),
+    # image panels
+    "image.zoom_in": Shortcut(("+",), "Zoom in (or the mouse wheel)", "Image"),
+    "image.zoom_out": Shortcut(("-",), "Zoom out", "Image"),
+    "image.fit": Shortcut(("0",), "Fit / 100% (or double-click); drag to pan", "Image"),
+}
+
+
+def keys(name: str) -> tuple[str, ...]:
+    return SHORTCUTS[name].keys
+
+
+def label(name: str) -> str:
+    return SHORTCUTS[name].keys[0]
