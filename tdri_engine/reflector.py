@@ -1,0 +1,388 @@
+"""Feedback-Reflection (FR, paper section 3.2.2 and 4.3): caption, score, and maybe ask.
+
+1. A vision-language model captions the image on the seven aspects (``settings.ASPECTS``), one
+   instruction per aspect from ``resources/templates/vlm_aspects.json`` (eq. 4: F = V(I)).
+2. Each aspect gets a similarity ``s_i`` in [0, 1] (eq. 5's sim(p_i, f_i)). The prompt is
+   decomposed into aspect components p_i by the structured summarizer's keyword parser; f_i is
+   the caption of aspect i. With CLIP scores on the 0-1 scale (``metrics``)::
+
+       g_i = CLIP(image, f_i)          the caption is grounded in the image (paper 4.3)
+       m_i = CLIP_text(p_i, f_i)       the image shows what the prompt asked for (eq. 5)
+           = 0 when the prompt does not mention aspect i: an unstated aspect is exactly
+             the ambiguity the paper asks about
+       s_i = (1 - lam) * g_i + lam * m_i,      lam = PROMPT_WEIGHT = 0.5
+
+   An empty caption (the VLM said nothing about the aspect) gives g_i = m_i = 0.
+   :func:`aspect_scores` is this formula alone, for tests and for other scorers.
+3. Ambiguity A = sum_i w_i (1 - s_i) (eq. 5) with ``settings.aspect_weights`` (an aspect without
+   a weight counts 0). If A > ``settings.tau`` one clarification question is asked about an
+   aspect drawn at random (seeded) among the three lowest-scoring aspects with a weight above
+   zero (paper 4.3); otherwise none. The question comes from the per-aspect templates in
+   ``questions.json`` (with one-click options) or, with ``settings.questioner == "llm"``, from the
+   local chat model, falling back to the template with a warning when its reply is unusable.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import events
+from .errors import BadInput
+from .settings import ASPECTS
+from .summarizer import (
+    ChatTemplate,
+    PromptParser,
+    Templates,
+    default_templates,
+    extract_reply_line,
+    unusable_reason,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from .settings import EngineSettings
+
+PROMPT_WEIGHT = 0.5  # lam: share of the prompt-vs-caption term in s_i
+CAPTION_MAX_CHARS = 300
+
+
+# --------------------------------------------------------------------------------------------
+# the captioner (VLM)
+# --------------------------------------------------------------------------------------------
+
+
+class Captioner:
+    """A transformers image-text-to-text model (Qwen2-VL and kin): greedy, bounded captions."""
+
+    def __init__(self, model: Any, processor: Any, device: torch.device, *, max_new_tokens: int = 40):
+        self.model, self.processor, self.device = model, processor, device
+        self.max_new_tokens = max_new_tokens
+        tok = getattr(processor, "tokenizer", None)
+        if tok is not None:
+            tok.padding_side = "left"  # batched generation continues every row at its end
+
+    def _text(self, instruction: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        image_token = getattr(self.processor, "image_token", "<image>")
+        return f"{image_token}\n{instruction}\n"
+
+    def caption(self, image: Any, instruction: str, *, max_new_tokens: int | None = None) -> str:
+        """The model's answer to ``instruction`` about ``image``."""
+        return self.caption_many(image, [instruction], max_new_tokens=max_new_tokens)[0]
+
+    def caption_many(
+        self,
+        image: Any,
+        instructions: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        cancel: events.CancelToken | None = None,
+    ) -> list[str]:
+        """Answers to several instructions about one image, in one batched generate call.
+        ``cancel`` is polled after every generated token."""
+        import torch
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        from .metrics import _as_rgb
+
+        picture = _as_rgb(image)
+        limit = max_new_tokens or self.max_new_tokens
+        if not 1 <= limit <= 512:
+            raise BadInput("max_new_tokens must be between 1 and 512.", "Ask for a shorter caption.")
+        texts = [self._text(i) for i in instructions]
+        inputs = self.processor(text=texts, images=[picture] * len(texts), return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        dtype = next(self.model.parameters()).dtype
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> Any:
+                stop = bool(cancel is not None and cancel.cancelled)
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        tok = self.processor.tokenizer
+        gen = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=limit,
+            eos_token_id=getattr(self.model.generation_config, "eos_token_id", None) or tok.eos_token_id,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, generation_config=gen, stopping_criteria=StoppingCriteriaList([_Cancel()])
+            )
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        new = out[:, inputs["input_ids"].shape[1] :]
+        return [_clean_caption(t) for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+def _clean_caption(text: str) -> str:
+    from .metrics import printable
+
+    text = printable(text)
+    if len(text) > CAPTION_MAX_CHARS:
+        text = text[:CAPTION_MAX_CHARS].rsplit(" ", 1)[0]
+    return text
+
+
+def load_captioner(path: Path, spec: Any, device: torch.device, dtype: torch.dtype) -> Captioner:
+    """Loader of the ``vlm`` role: any transformers image-text-to-text folder
+    (AutoModelForImageTextToText + AutoProcessor; e.g. Qwen/Qwen2-VL-2B-Instruct)."""
+    from .metrics import _broken, _require_folder, _require_safetensors, _role
+
+    role = _role(spec, "vlm")
+    fix = (
+        "Put a transformers image-text-to-text model folder (config.json, *.safetensors, processor and "
+        "tokenizer files) there, or point the profile's vlm role at one (e.g. Qwen/Qwen2-VL-2B-Instruct); "
+        "`tdri models demo` builds a tiny one."
+    )
+    path = _require_folder(path, spec, "vlm", fix)
+    _require_safetensors(path, role)
+    try:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=dtype, local_files_only=True, use_safetensors=True
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise _broken(role, path, exc, fix) from exc
+    max_new = int(default_templates().vlm.get("max_new_tokens", 40))
+    return Captioner(model.to(device).eval(), processor, device, max_new_tokens=max_new)
+
+
+# --------------------------------------------------------------------------------------------
+# the formulas
+# --------------------------------------------------------------------------------------------
+
+
+def aspect_scores(
+    image_sims: Mapping[str, float],
+    prompt_sims: Mapping[str, float | None],
+    prompt_weight: float = PROMPT_WEIGHT,
+) -> dict[str, float]:
+    """s_i = (1 - lam) g_i + lam m_i, with m_i = 0 where the prompt is silent (None)."""
+    if not 0.0 <= prompt_weight <= 1.0:
+        raise BadInput("prompt_weight must be in [0, 1].", "Use a share between 0 and 1.")
+    out = {}
+    for aspect, g in image_sims.items():
+        m = prompt_sims.get(aspect)
+        s = (1.0 - prompt_weight) * float(g) + prompt_weight * (0.0 if m is None else float(m))
+        out[aspect] = min(1.0, max(0.0, s))
+    return out
+
+
+def ambiguity(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """A = sum_i w_i (1 - s_i), eq. (5); aspects without a weight count 0."""
+    return float(sum(float(weights.get(a, 0.0)) * (1.0 - float(s)) for a, s in scores.items()))
+
+
+def lowest_aspects(scores: Mapping[str, float], k: int = 3) -> list[str]:
+    """The k lowest-scoring aspects, lowest first; ties keep the paper's aspect order."""
+    order = {a: i for i, a in enumerate(ASPECTS)}
+    return sorted(scores, key=lambda a: (scores[a], order.get(a, len(order)), a))[:k]
+
+
+def choose_aspect(scores: Mapping[str, float], rng: random.Random) -> str:
+    """One of the three lowest-scoring aspects, drawn with ``rng`` (paper 4.3)."""
+    if not scores:
+        raise BadInput("No aspect scores to choose from.", "Score at least one aspect.")
+    return rng.choice(lowest_aspects(scores, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# the Reflector
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReflectionResult:
+    reflection: events.Reflection
+    question: events.Question | None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Reflector:
+    """FR: captions on seven aspects, CLIP similarities, ambiguity, and the clarification question."""
+
+    def __init__(
+        self,
+        captioner: Any,
+        clip: Any,
+        settings: EngineSettings,
+        *,
+        questioner: Any | None = None,
+        rng_seed: int | None = None,
+        templates: Templates | None = None,
+    ):
+        self.captioner, self.clip, self.settings = captioner, clip, settings
+        self.questioner = questioner
+        self.templates = templates or default_templates()
+        self.parser = PromptParser(self.templates.keywords)
+        self.rng = random.Random(rng_seed)
+
+    # -- steps, each usable alone ----------------------------------------------------------
+    def captions(self, image: Any, *, cancel: events.CancelToken | None = None) -> dict[str, str]:
+        """Step 1: one caption per aspect from the VLM."""
+        instructions = [self.templates.vlm["instructions"][a] for a in ASPECTS]
+        many = getattr(self.captioner, "caption_many", None)
+        if many is not None:
+            texts = many(image, instructions, cancel=cancel)
+        else:  # any object with caption(image, instruction)
+            texts = []
+            for instruction in instructions:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                texts.append(self.captioner.caption(image, instruction))
+        return dict(zip(ASPECTS, (t.strip() for t in texts), strict=True))
+
+    def similarities(
+        self, image: Any, prompt: str, captions: Mapping[str, str]
+    ) -> tuple[dict[str, float], dict[str, float | None], tuple[str, ...]]:
+        """Step 2's inputs: g_i (image vs caption) and m_i (prompt component vs caption)."""
+        components = self.parser.components(prompt)
+        said = [a for a in ASPECTS if captions.get(a)]
+        image_sims = {a: 0.0 for a in ASPECTS}
+        prompt_sims: dict[str, float | None] = {a: None for a in ASPECTS}
+        warnings: list[str] = []
+        if said:
+            texts = [captions[a] for a in said]
+            with_warnings = getattr(self.clip, "image_text_with_warnings", None)
+            if with_warnings is not None:
+                scores, warns = with_warnings(image, texts)
+            else:  # any scorer with image_text(image, texts)
+                scores, warns = self.clip.image_text(image, texts), getattr(self.clip, "last_warnings", ())
+            image_sims.update(zip(said, scores, strict=True))
+            warnings.extend(warns)
+        for a in said:
+            if components.get(a):
+                prompt_sims[a] = self.clip.text_text(components[a], captions[a])
+                warnings.extend(getattr(self.clip, "last_warnings", ()))
+        for a in ASPECTS:
+            if not captions.get(a) and components.get(a):
+                prompt_sims[a] = 0.0  # asked for, but the VLM saw nothing of it
+        return image_sims, prompt_sims, tuple(dict.fromkeys(warnings))
+
+    def reflect(
+        self, image: Any, prompt: str, *, cancel: events.CancelToken | None = None
+    ) -> ReflectionResult:
+        if not isinstance(prompt, str):
+            raise BadInput("The prompt must be text.", "Pass the prompt the image was generated from.")
+        captions = self.captions(image, cancel=cancel)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        image_sims, prompt_sims, warnings = self.similarities(image, prompt, captions)
+        scores = aspect_scores(image_sims, prompt_sims)
+        weights = self.settings.aspect_weights
+        a_score = ambiguity(scores, weights)
+        asks = a_score > self.settings.tau
+        reflection = events.Reflection(
+            captions=captions, scores=scores, ambiguity=a_score, threshold=self.settings.tau, asks=asks
+        )
+        if not asks:
+            return ReflectionResult(reflection, None, warnings)
+        weighted = {a: s for a, s in scores.items() if weights.get(a, 0.0) > 0} or scores
+        aspect = choose_aspect(weighted, self.rng)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        question, q_warnings = self.question(aspect, prompt, captions, scores, a_score)
+        return ReflectionResult(reflection, question, warnings + q_warnings)
+
+    # -- the clarification question (eq. 6) ---------------------------------------------------
+    def subject(self, prompt: str) -> str:
+        content = self.parser.components(prompt).get("Content", "")
+        if not content:
+            return str(self.templates.questions.get("fallback_subject", "the image"))
+        m = re.match(r"^(a|an|one|some)\s+(.+)$", content, re.IGNORECASE)
+        return f"the {m.group(2)}" if m else content
+
+    def options(self, aspect: str, prompt: str) -> tuple[str, ...]:
+        """One-click answers for the aspect, minus those the prompt already states."""
+        spec = self.templates.questions["aspects"][aspect]
+        said = prompt.casefold()
+        limit = int(self.templates.questions.get("max_options", 6))
+        return tuple(o for o in spec.get("options", []) if o.casefold() not in said)[:limit]
+
+    def template_question(self, aspect: str, prompt: str) -> str:
+        spec = self.templates.questions["aspects"][aspect]
+        templates = spec.get("templates") or ["What about the {aspect} of {subject}?"]
+        template = self.rng.choice(templates)
+        return template.replace("{subject}", self.subject(prompt)).replace("{aspect}", aspect.lower())
+
+    def question(
+        self,
+        aspect: str,
+        prompt: str,
+        captions: Mapping[str, str],
+        scores: Mapping[str, float],
+        a_score: float,
+    ) -> tuple[events.Question, tuple[str, ...]]:
+        warnings: tuple[str, ...] = ()
+        text = None
+        if self.settings.questioner == "llm" and self.questioner is not None:
+            text, warnings = self._llm_question(aspect, prompt, captions)
+        elif self.settings.questioner == "llm":
+            warnings = ("No questioner model is loaded; the question comes from the template.",)
+        if text is None:
+            text = self.template_question(aspect, prompt)
+        question = events.Question(
+            aspect=aspect,
+            text=text,
+            scores=dict(scores),
+            ambiguity=a_score,
+            options=self.options(aspect, prompt),
+        )
+        return question, warnings
+
+    def _llm_question(
+        self, aspect: str, prompt: str, captions: Mapping[str, str]
+    ) -> tuple[str | None, tuple[str, ...]]:
+        template = ChatTemplate.from_dict(self.templates.llm["questioner"])
+        caption_lines = "\n".join(f"- {a}: {captions.get(a) or '(nothing)'}" for a in ASPECTS)
+        messages = template.messages(prompt=prompt, captions=caption_lines, aspect=aspect)
+        raw = self.questioner.generate(messages, max_new_tokens=template.max_new_tokens, seed=0)
+        warnings = tuple(getattr(self.questioner, "last_warnings", ()) or ())
+        candidate = extract_reply_line(raw, template.max_chars)
+        grounding = " ".join(
+            [aspect, *self.templates.questions.get("aspect_words", {}).get(aspect, []), prompt]
+        )
+        reason = unusable_reason(candidate, grounding, set(self.templates.keywords.get("filler_words", [])))
+        if reason is None and not re.search(r"[?？؟]", candidate):
+            reason = "it was not a question"
+        if reason is not None:
+            note = f"The questioner model's reply could not be used ({reason}); the question comes from the template."
+            return None, warnings + (note,)
+        return candidate, warnings
+
+
+def make_reflector(settings: EngineSettings, registry: Any, seed: int | None = None) -> Reflector:
+    """The Reflector of a session: the registry's ``vlm`` and ``clip`` roles, plus ``llm`` when
+    ``settings.questioner == "llm"``."""
+    questioner = registry.get("llm") if settings.questioner == "llm" else None
+    return Reflector(
+        registry.get("vlm"), registry.get("clip"), settings, questioner=questioner, rng_seed=seed
+    )
+
+
+__all__ = [
+    "Captioner",
+    "PROMPT_WEIGHT",
+    "ReflectionResult",
+    "Reflector",
+    "ambiguity",
+    "aspect_scores",
+    "choose_aspect",
+    "load_captioner",
+    "lowest_aspects",
+    "make_reflector",
+]
