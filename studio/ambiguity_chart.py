@@ -85,8 +85,11 @@ class AmbiguityChart(QWidget):
         self._bar_rects.clear()
         if not self._scores:
             p.setPen(MUTED_COLOUR)
-            p.drawText(rect, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                       "The ambiguity of each aspect appears here after a round.")
+            p.drawText(
+                rect,
+                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                "The ambiguity of each aspect appears here after a round.",
+            )
             return
         footer_h = fm.height() * 2 + 6
         label_w = max(fm.horizontalAdvance(a) for a in ASPECTS) + 8
@@ -102,7 +105,11 @@ class AmbiguityChart(QWidget):
             value = self.ambiguity_of(aspect) or 0.0
             asked = aspect == self._asked
             p.setPen(ASKED_COLOUR if asked else TEXT_COLOUR)
-            p.drawText(QRectF(area.left(), y, label_w - 6, row_h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, aspect)
+            p.drawText(
+                QRectF(area.left(), y, label_w - 6, row_h),
+                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                aspect,
+            )
             track = QRectF(area.left() + label_w, cy - bar_h / 2, track_w, bar_h)
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(TRACK_COLOUR)
@@ -113,7 +120,11 @@ class AmbiguityChart(QWidget):
                 p.drawRoundedRect(bar, 3, 3)
             self._bar_rects[aspect] = QRectF(area.left(), y, area.width(), row_h)
             p.setPen(TEXT_COLOUR)
-            p.drawText(QRectF(track.right() + 4, y, value_w, row_h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, f"{value:.2f}")
+            p.drawText(
+                QRectF(track.right() + 4, y, value_w, row_h),
+                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                f"{value:.2f}",
+            )
         # footer: the weighted sum against the threshold
         fy = area.bottom() + 4
         p.setPen(QPen(MUTED_COLOUR, 1))
@@ -124,10 +135,20 @@ class AmbiguityChart(QWidget):
             if self._tau is not None:
                 text += f"   {'>' if over else '≤'}  τ = {self._tau:.2f}"
             p.setPen(ASKED_COLOUR if over else TEXT_COLOUR)
-            p.drawText(QRectF(rect.left(), fy + 2, rect.width(), fm.height()), Qt.AlignmentFlag.AlignLeft, text)
-            verdict = (f"asks about {self._asked}" if self._asked else "asks a question") if over else "clear enough: no question"
+            p.drawText(
+                QRectF(rect.left(), fy + 2, rect.width(), fm.height()), Qt.AlignmentFlag.AlignLeft, text
+            )
+            verdict = (
+                (f"asks about {self._asked}" if self._asked else "asks a question")
+                if over
+                else "clear enough: no question"
+            )
             p.setPen(MUTED_COLOUR)
-            p.drawText(QRectF(rect.left(), fy + 2 + fm.height(), rect.width(), fm.height()), Qt.AlignmentFlag.AlignLeft, verdict)
+            p.drawText(
+                QRectF(rect.left(), fy + 2 + fm.height(), rect.width(), fm.height()),
+                Qt.AlignmentFlag.AlignLeft,
+                verdict,
+            )
 
     def event(self, e) -> bool:  # noqa: D401 - Qt's name
         if e.type() == e.Type.ToolTip and isinstance(e, QHelpEvent):

@@ -26,7 +26,9 @@ log = logging.getLogger("studio")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tdri-studio", description="TDRI Studio: dialogue-driven image generation and annotation.")
+    p = argparse.ArgumentParser(
+        prog="tdri-studio", description="TDRI Studio: dialogue-driven image generation and annotation."
+    )
     p.add_argument("--project", metavar="PATH", help="open this project folder")
     p.add_argument("--projects-dir", metavar="DIR", help="folder that holds the projects (remembered)")
     p.add_argument(
@@ -50,7 +52,9 @@ def setup_logging() -> Path | None:
     log_dir = paths.tdri_home() / "logs"
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(log_dir / "studio.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+        fh = logging.handlers.RotatingFileHandler(
+            log_dir / "studio.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
     except OSError:
         return None  # a read-only home must not stop the studio
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
@@ -110,8 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_when_shown:
 
         def report() -> None:
-            print(json.dumps({"shown_at": time.time(), "main_started_at": started,
-                              "torch_imported_at_show": "torch" in sys.modules}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "shown_at": time.time(),
+                        "main_started_at": started,
+                        "torch_imported_at_show": "torch" in sys.modules,
+                    }
+                ),
+                flush=True,
+            )
             window.close()
 
         window.shown.connect(report)

@@ -94,7 +94,9 @@ class NewProjectDialog(QDialog):
         where = QLabel(f"Saved in {root}")
         where.setWordWrap(True)
         form.addRow("", where)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
@@ -113,7 +115,11 @@ class HelpWindow(QDialog):
         self.tabs = QTabWidget()
         layout.addWidget(self.tabs)
         self.pages: dict[str, QTextBrowser] = {}
-        for key, title in (("guidelines", "Guidelines"), ("shortcuts", "Shortcuts"), ("refinement", "Refinement")):
+        for key, title in (
+            ("guidelines", "Guidelines"),
+            ("shortcuts", "Shortcuts"),
+            ("refinement", "Refinement"),
+        ):
             browser = QTextBrowser()
             browser.setObjectName(f"help_{key}")
             browser.setAccessibleName(title)
@@ -277,15 +283,21 @@ class MainWindow(QMainWindow):
         self.job_progress = JobProgress(self.bridge.queue, idle_text="Engine idle", name="statusJob")
         sb.addPermanentWidget(self.job_progress)
         self.annotation_model.saved_state_changed.connect(self._on_saved_state)
-        self.annotation_model.saved_at_changed.connect(lambda _t: self._on_saved_state(self.annotation_model.saved_state))
+        self.annotation_model.saved_at_changed.connect(
+            lambda _t: self._on_saved_state(self.annotation_model.saved_state)
+        )
 
     def _on_saved_state(self, state: str) -> None:
         at = self.annotation_model.saved_at
         self.saved_label.setText(
-            {"saved": f"Saved {at}".strip(), "pending": "Saving…", "failed": "Not saved: retrying"}.get(state, state)
+            {"saved": f"Saved {at}".strip(), "pending": "Saving…", "failed": "Not saved: retrying"}.get(
+                state, state
+            )
         )
 
-    def _action(self, text: str, fn: Callable[[], Any], name: str | None = None, *, menu: Any = None) -> QAction:
+    def _action(
+        self, text: str, fn: Callable[[], Any], name: str | None = None, *, menu: Any = None
+    ) -> QAction:
         act = QAction(text, self)
         if name:
             act.setShortcuts([QKeySequence(k) for k in shortcuts.keys(name)])
@@ -321,8 +333,12 @@ class MainWindow(QMainWindow):
         self.undo_action, self.redo_action = undo, redo
 
         view = mb.addMenu("&View")
-        self._action("&Annotate", lambda: self.tabs.setCurrentWidget(self.annotation_view), "app.annotate", menu=view)
-        self._action("&Refine", lambda: self.tabs.setCurrentWidget(self.refinement_view), "app.refine", menu=view)
+        self._action(
+            "&Annotate", lambda: self.tabs.setCurrentWidget(self.annotation_view), "app.annotate", menu=view
+        )
+        self._action(
+            "&Refine", lambda: self.tabs.setCurrentWidget(self.refinement_view), "app.refine", menu=view
+        )
 
         help_menu = mb.addMenu("&Help")
         self._action("&Guidelines and shortcuts", self.show_help, "app.help", menu=help_menu)
@@ -391,11 +407,15 @@ class MainWindow(QMainWindow):
 
         def done(f: asyncio.Future) -> None:
             self._tasks.discard(f)
-            if not f.cancelled() and f.exception() is not None and not isinstance(
-                f.exception(), (JobFailed, JobCancelled)
+            if (
+                not f.cancelled()
+                and f.exception() is not None
+                and not isinstance(f.exception(), (JobFailed, JobCancelled))
             ):
                 log.error("task failed", exc_info=f.exception())
-                self.show_error(Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved."))
+                self.show_error(
+                    Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved.")
+                )
 
         fut.add_done_callback(done)
         return fut
@@ -455,14 +475,18 @@ class MainWindow(QMainWindow):
             try:
                 old.close()
             except TdriError as exc:
-                self.show_error(Error(exc.kind, f"Closing the previous project: {exc.message}", exc.what_to_do))
+                self.show_error(
+                    Error(exc.kind, f"Closing the previous project: {exc.message}", exc.what_to_do)
+                )
         self.prefs.remember_project(store.path)
         self._save_prefs()
         self.setWindowTitle(f"TDRI Studio — {store.name}")
         self.project_label.setText(f"Project: {store.name}")
         self.project_label.setToolTip(str(store.path))
         if store.recovery is not None:
-            self.message_bar.show_warning("The project was repaired when it opened.", store.recovery.summary())
+            self.message_bar.show_warning(
+                "The project was repaired when it opened.", store.recovery.summary()
+            )
         for note in getattr(store, "open_notes", []) or []:
             self.message_bar.show_info(note, timeout_ms=0)
         await self.refinement_model.load(store)
@@ -478,14 +502,18 @@ class MainWindow(QMainWindow):
                 self.message_bar.show_info("A project needs a name.")
                 return
             self.spawn(
-                self.create_project(name, tag_set=dlg.tags_combo.currentData(), profile=dlg.profile_combo.currentData())
+                self.create_project(
+                    name, tag_set=dlg.tags_combo.currentData(), profile=dlg.profile_combo.currentData()
+                )
             )
 
         dlg.accepted.connect(accepted)
         dlg.open()
 
     def open_project_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a project folder", str(self.prefs.projects_root()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a project folder", str(self.prefs.projects_root())
+        )
         if folder:
             self.spawn(self.open_project(folder))
 
@@ -538,7 +566,9 @@ class MainWindow(QMainWindow):
                 return
         self._closing = True
         self.prefs.window_geometry = bytes(self.saveGeometry().toHex()).decode()
-        self.prefs.current_view = "refine" if self.tabs.currentWidget() is self.refinement_view else "annotate"
+        self.prefs.current_view = (
+            "refine" if self.tabs.currentWidget() is self.refinement_view else "annotate"
+        )
         self._save_prefs()
         self.bridge.shutdown()
         if self.store is not None:

@@ -246,7 +246,9 @@ class RefinementModel(QObject):
     dialogue_id = observable("dialogue_id")
     last_choice = observable("last_choice")
 
-    def __init__(self, bridge: EngineBridge, parent: QObject | None = None, *, auto_update: bool = True) -> None:
+    def __init__(
+        self, bridge: EngineBridge, parent: QObject | None = None, *, auto_update: bool = True
+    ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.store: Any = None
@@ -386,7 +388,13 @@ class RefinementModel(QObject):
         previous = self._rounds[-1] if self._rounds else None
         self._set_rounds([*self._rounds, view], view, left=previous)
         self.pending_question = (
-            Question(view.question_aspect or "Others", view.question, view.scores, view.ambiguity or 0.0, view.options)
+            Question(
+                view.question_aspect or "Others",
+                view.question,
+                view.scores,
+                view.ambiguity or 0.0,
+                view.options,
+            )
             if view.question
             else None
         )
@@ -401,11 +409,15 @@ class RefinementModel(QObject):
         elif self._training_job is not None:
             self.bridge.queue.cancel(self._training_job)
 
-    def _set_rounds(self, rounds: list[RoundView], latest: RoundView | None, left: RoundView | None = None) -> None:
+    def _set_rounds(
+        self, rounds: list[RoundView], latest: RoundView | None, left: RoundView | None = None
+    ) -> None:
         self.rounds = list(rounds)
         self.reflection = latest
         self.prompt = latest.prompt if latest else ""
-        self.comparison = Comparison(left if left is not None else (rounds[-2] if len(rounds) > 1 else None), latest)
+        self.comparison = Comparison(
+            left if left is not None else (rounds[-2] if len(rounds) > 1 else None), latest
+        )
 
     def compare(self, left: RoundView | None, right: RoundView | None) -> None:
         self.comparison = Comparison(left, right)
@@ -452,7 +464,9 @@ class RefinementModel(QObject):
         await self.refresh_personalisation()
         p = self._personalisation
         if self.auto_update and p.available and p.remaining == 0 and self._training_job is None:
-            self.message.emit("info", f"{p.every} choices collected: updating your personal adapter in the background.")
+            self.message.emit(
+                "info", f"{p.every} choices collected: updating your personal adapter in the background."
+            )
             asyncio.ensure_future(self.train())
         return pair
 
@@ -497,7 +511,9 @@ class RefinementModel(QObject):
         return version
 
     async def activate(self, version_id: str | None) -> None:
-        await self._adapter_op(lambda store: _adapters().activate(store, version_id), f"Switching to {version_id or 'base'}")
+        await self._adapter_op(
+            lambda store: _adapters().activate(store, version_id), f"Switching to {version_id or 'base'}"
+        )
 
     async def rollback(self) -> None:
         await self._adapter_op(lambda store: _adapters().rollback(store), "Rolling back the adapter")
@@ -526,7 +542,9 @@ class RefinementModel(QObject):
         store, sink = self.store, self.bridge.sink
 
         def work(ctx: WorkerContext) -> tuple[RoundView, RoundView]:
-            base, adapted = ctx.engine.compare_adapter(store, prompt, seed=seed, cancel=ctx.cancel, on_event=sink)
+            base, adapted = ctx.engine.compare_adapter(
+                store, prompt, seed=seed, cancel=ctx.cancel, on_event=sink
+            )
             views = []
             for title, res in (("Base", base), ("Adapted", adapted)):
                 image = read_qimage(res.path)

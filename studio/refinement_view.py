@@ -177,7 +177,9 @@ class RefinementView(QWidget):
         self.refine_button.setObjectName("refineButton")
         self.refine_button.setAccessibleName("Refine")
         self.refine_button.setProperty("role", "primary")
-        self.refine_button.setToolTip(f"Next round from your answer or feedback ({shortcuts.label('refine.send')})")
+        self.refine_button.setToolTip(
+            f"Next round from your answer or feedback ({shortcuts.label('refine.send')})"
+        )
         row.addWidget(self.refine_button)
         lv.addLayout(row)
         self.splitter.addWidget(left)
@@ -232,7 +234,9 @@ class RefinementView(QWidget):
             choices.addWidget(b)
             self.choice_buttons[choice.value] = b
         cv.addLayout(choices)
-        self.choice_label = QLabel("Pick two rounds, then say which is better: each choice teaches your adapter.")
+        self.choice_label = QLabel(
+            "Pick two rounds, then say which is better: each choice teaches your adapter."
+        )
         self.choice_label.setObjectName("lastChoiceLabel")
         self.choice_label.setAccessibleName("Last recorded choice")
         self.choice_label.setWordWrap(True)
@@ -263,7 +267,9 @@ class RefinementView(QWidget):
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setObjectName("d2pPrompt")
         self.prompt_edit.setAccessibleName("Prompt used for the next round")
-        self.prompt_edit.setPlaceholderText("After the first round, the prompt the summarizer wrote appears here.")
+        self.prompt_edit.setPlaceholderText(
+            "After the first round, the prompt the summarizer wrote appears here."
+        )
         self.prompt_edit.setFixedHeight(96)
         pv.addWidget(self.prompt_edit)
         self.use_prompt_button = QPushButton("Refine with this prompt")
@@ -323,7 +329,9 @@ class RefinementView(QWidget):
         self.compare_button.setObjectName("compareAdapterButton")
         self.compare_button.setAccessibleName("Compare base and adapted on the same seed")
         psv.addWidget(self.compare_button)
-        self.train_progress = JobProgress(self.model.bridge.queue, kinds=("train",), idle_text="", name="trainProgress")
+        self.train_progress = JobProgress(
+            self.model.bridge.queue, kinds=("train",), idle_text="", name="trainProgress"
+        )
         psv.addWidget(self.train_progress)
         rv.addWidget(pers)
         rv.addStretch(1)
@@ -395,7 +403,9 @@ class RefinementView(QWidget):
             self._tasks.discard(f)
             if not f.cancelled() and f.exception() is not None:
                 log.error("refinement task failed", exc_info=f.exception())
-                self._show_error(Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved."))
+                self._show_error(
+                    Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved.")
+                )
 
         fut.add_done_callback(done)
         return fut
@@ -407,9 +417,7 @@ class RefinementView(QWidget):
 
     def generate(self) -> asyncio.Future:
         text = self.input.toPlainText()
-        fut = self.spawn(self.model.generate(text, seed=self.seed()))
-        fut.add_done_callback(lambda f: self._clear_input_if(f))
-        return fut
+        return self._sent(text, self.spawn(self.model.generate(text, seed=self.seed())))
 
     def send(self) -> asyncio.Future | None:
         """Generate when there is no round yet; otherwise Refine with an answer or feedback."""
@@ -424,9 +432,7 @@ class RefinementView(QWidget):
         else:
             self._show_message("info", "Type feedback or an answer first (or edit the prompt on the right).")
             return None
-        fut = self.spawn(self.model.refine(reply))
-        fut.add_done_callback(lambda f: self._clear_input_if(f))
-        return fut
+        return self._sent(self.input.toPlainText(), self.spawn(self.model.refine(reply)))
 
     def answer(self, option: str) -> asyncio.Future | None:
         q = self.model.pending_question
@@ -448,9 +454,19 @@ class RefinementView(QWidget):
     def choose(self, choice: Choice) -> asyncio.Future:
         return self.spawn(self.model.choose(choice))
 
-    def _clear_input_if(self, fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is None and fut.result() is not None:
-            self.input.clear()
+    def _sent(self, text: str, fut: asyncio.Future) -> asyncio.Future:
+        """The typed text moves into the dialogue now; it comes back if the round fails."""
+        if not text.strip():
+            return fut
+        self.input.clear()
+
+        def restore(f: asyncio.Future) -> None:
+            ok = not f.cancelled() and f.exception() is None and f.result() is not None
+            if not ok and not self.input.toPlainText():
+                self.input.setPlainText(text)
+
+        fut.add_done_callback(restore)
+        return fut
 
     # ------------------------------------------------------------------ model -> widgets
     def _on_rounds(self, rounds: list[RoundView]) -> None:
@@ -484,8 +500,12 @@ class RefinementView(QWidget):
         ):
             r: RoundView | None = getattr(comp, side)
             if r is None:
-                view.set_image(None, "Pick a round from the strip below." if self.model.rounds else
-                               "Type a prompt on the left and press Generate.")
+                view.set_image(
+                    None,
+                    "Pick a round from the strip below."
+                    if self.model.rounds
+                    else "Type a prompt on the left and press Generate.",
+                )
                 caption.setText(side.title())
                 continue
             message = "" if r.image is not None else f"Image missing: {r.image_path or r.image_id}"
@@ -520,7 +540,9 @@ class RefinementView(QWidget):
             self.options_row.addWidget(b)
             self._option_buttons.append(b)
         self.options_hint.setText(
-            "…or type your own answer below and press Refine." if q.options else "Type your answer below and press Refine."
+            "…or type your own answer below and press Refine."
+            if q.options
+            else "Type your answer below and press Refine."
         )
         self.refine_button.setText("Answer && refine")
 
@@ -539,10 +561,18 @@ class RefinementView(QWidget):
 
     def _on_prompt_edited(self) -> None:
         edited = self.prompt_edit.toPlainText().strip()
-        self.use_prompt_button.setEnabled(bool(self.model.rounds) and bool(edited) and edited != self.model.prompt.strip())
+        self.use_prompt_button.setEnabled(
+            bool(self.model.rounds) and bool(edited) and edited != self.model.prompt.strip()
+        )
 
     def _on_busy(self, busy: bool) -> None:
-        for w in (self.generate_button, self.refine_button, self.skip_button, self.use_prompt_button, self.compare_button):
+        for w in (
+            self.generate_button,
+            self.refine_button,
+            self.skip_button,
+            self.use_prompt_button,
+            self.compare_button,
+        ):
             w.setEnabled(not busy)
         for b in self._option_buttons:
             b.setEnabled(not busy)
@@ -579,7 +609,13 @@ class RefinementView(QWidget):
     def _on_personalisation(self, p: Personalisation) -> None:
         if not p.available:
             self.update_label.setText(p.note or "Personalisation is not available in this build.")
-            for w in (self.switch_button, self.rollback_button, self.train_button, self.compare_button, self.version_combo):
+            for w in (
+                self.switch_button,
+                self.rollback_button,
+                self.train_button,
+                self.compare_button,
+                self.version_combo,
+            ):
                 w.setEnabled(False)
             return
         if p.remaining is None:

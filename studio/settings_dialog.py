@@ -100,8 +100,17 @@ class SettingsDialog(QDialog):
         self.error_label.setProperty("level", "error")
         self.error_label.setVisible(False)
         layout.addWidget(self.error_label)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
         self.buttons.setObjectName("settingsButtons")
+        for std, name in (
+            (QDialogButtonBox.StandardButton.Save, "Save settings"),
+            (QDialogButtonBox.StandardButton.Cancel, "Cancel"),
+        ):
+            b = self.buttons.button(std)
+            b.setObjectName(f"settings{name.split()[0]}Button")
+            b.setAccessibleName(name)
         self.buttons.accepted.connect(self.save)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
@@ -180,7 +189,9 @@ class SettingsDialog(QDialog):
         s.setSingleStep(step)
         return s
 
-    def _dspin(self, name: str, lo: float, hi: float, step: float = 0.05, decimals: int = 2) -> QDoubleSpinBox:
+    def _dspin(
+        self, name: str, lo: float, hi: float, step: float = 0.05, decimals: int = 2
+    ) -> QDoubleSpinBox:
         s = QDoubleSpinBox()
         s.setObjectName(name)
         s.setAccessibleName(name)
@@ -198,6 +209,8 @@ class SettingsDialog(QDialog):
         return c
 
     def _row(self, form: QFormLayout, label: str, widget: QWidget, field: str | None = None) -> None:
+        if not widget.accessibleName():
+            widget.setAccessibleName(label.rstrip(":"))
         if field:
             widget.setToolTip(EngineSettings.help(field))
         form.addRow(label, widget)
@@ -331,7 +344,9 @@ class SettingsDialog(QDialog):
         self.ae_spin.setValue(s.ae_threshold)
         self.projects_dir_edit.setText(str(self.prefs.projects_root()))
         self.annotator_edit.setText(self.prefs.annotator)
-        self.project_path_label.setText(str(self.store.path) if self.store is not None else "(no project open)")
+        self.project_path_label.setText(
+            str(self.store.path) if self.store is not None else "(no project open)"
+        )
         from tdri_engine import models
 
         self.profile_combo.blockSignals(True)
@@ -410,7 +425,10 @@ class SettingsDialog(QDialog):
             try:
                 self.prefs.save()
             except OSError as exc:
-                self._fail(f"Studio preferences not saved: {exc}", f"Check that {StudioPrefs.path().parent} is writable.")
+                self._fail(
+                    f"Studio preferences not saved: {exc}",
+                    f"Check that {StudioPrefs.path().parent} is writable.",
+                )
                 return False
             changed["prefs"] = self.prefs
         self.saved.emit(changed)
@@ -480,7 +498,11 @@ class SettingsDialog(QDialog):
             )
             self.models_summary.setProperty("level", "error")
         else:
-            demo = " These are tiny random models: images are noise." if getattr(profile, "is_demo", False) else ""
+            demo = (
+                " These are tiny random models: images are noise."
+                if getattr(profile, "is_demo", False)
+                else ""
+            )
             self.models_summary.setText(f"✓ All required models of “{profile.name}” found.{demo}")
             self.models_summary.setProperty("level", "ok")
         self.models_summary.style().unpolish(self.models_summary)

@@ -108,8 +108,15 @@ def draw_pose(size: int = 128) -> Image.Image:
 
 
 class FakeSession:
-    def __init__(self, engine: FakeEngine, store: Any, *, task_id: str | None, dialogue_id: str | None,
-                 on_event: EventSink | None) -> None:
+    def __init__(
+        self,
+        engine: FakeEngine,
+        store: Any,
+        *,
+        task_id: str | None,
+        dialogue_id: str | None,
+        on_event: EventSink | None,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.task_id = task_id
@@ -120,7 +127,9 @@ class FakeSession:
         if dialogue_id is not None:
             dialogue = store.get(Dialogue, dialogue_id)
             if dialogue is None:
-                raise BadInput(f"There is no dialogue {dialogue_id} in this project.", "Start a new dialogue.")
+                raise BadInput(
+                    f"There is no dialogue {dialogue_id} in this project.", "Start a new dialogue."
+                )
             self.dialogue = dialogue
             self._restore()
         else:
@@ -136,7 +145,9 @@ class FakeSession:
     def pending_question(self) -> Question | None:
         return self._pending
 
-    def start(self, prompt: str, *, seed: int | None = None, cancel: CancelToken | None = None) -> api.RoundResult:
+    def start(
+        self, prompt: str, *, seed: int | None = None, cancel: CancelToken | None = None
+    ) -> api.RoundResult:
         if not prompt.strip():
             raise BadInput("The prompt is empty.", "Type what you want to see.")
         self.engine.calls.append(("start", threading.get_ident()))
@@ -165,7 +176,9 @@ class FakeSession:
         self.engine.calls.append(("choose", threading.get_ident()))
         for iid in (left_image_id, right_image_id):
             if self.store.get(ImageRecord, iid) is None:
-                raise BadInput(f"There is no image {iid} in this project.", "Pick two images of this dialogue.")
+                raise BadInput(
+                    f"There is no image {iid} in this project.", "Pick two images of this dialogue."
+                )
         pair = PreferencePair(
             prompt=self._rounds[-1].prompt if self._rounds else "",
             image_left=left_image_id,
@@ -182,7 +195,7 @@ class FakeSession:
     # -- the round ------------------------------------------------------------------------
     def _round(self, prompt: str, kind: str, said: str, cancel: CancelToken | None) -> api.RoundResult:
         n = len(self._rounds)
-        script = self.engine.script_for(n)
+        script = self.engine.next_script()
         cancel = cancel or CancelToken()
         steps = script.steps
         for step in range(1, steps + 1):
@@ -222,7 +235,9 @@ class FakeSession:
                 pose_path = str(self.store.path / pose_file)
                 self.dialogue = self.dialogue.replace(pose_file=pose_file)
                 self.store.put(self.dialogue)
-            self.emit(PoseReady(script.pose_found, "" if script.pose_found else "No person found.", pose_path))
+            self.emit(
+                PoseReady(script.pose_found, "" if script.pose_found else "No person found.", pose_path)
+            )
         scores = {a: 0.9 for a in ASPECTS}
         asked = script.ask
         if asked:
@@ -270,18 +285,18 @@ class FakeSession:
         for t in sorted(turns, key=lambda t: t.round):
             rec = self.store.get(ImageRecord, t.image_id)
             self.seed = rec.seed if rec and rec.seed is not None else 1234
-            self._rounds.append(
-                api.RoundResult(t.round, t, rec, str(self.store.image_path(rec)), t.prompt)
-            )
+            self._rounds.append(api.RoundResult(t.round, t, rec, str(self.store.image_path(rec)), t.prompt))
             if t.question:
-                self._pending = Question(t.question_aspect or "Others", t.question, t.aspect_scores, t.ambiguity or 0)
+                self._pending = Question(
+                    t.question_aspect or "Others", t.question, t.aspect_scores, t.ambiguity or 0
+                )
             else:
                 self._pending = None
 
 
 @dataclass
 class FakeEngine:
-    """EngineAPI for tests. ``script`` gives each round's behaviour (the last one repeats)."""
+    """EngineAPI for tests. ``script`` gives each round attempt's behaviour (the last repeats)."""
 
     script: list[ScriptedRound] = field(default_factory=lambda: [ScriptedRound()])
     missing_roles: tuple[str, ...] = ()
@@ -291,8 +306,13 @@ class FakeEngine:
     calls: list[tuple[str, int]] = field(default_factory=list)
     sessions: list[FakeSession] = field(default_factory=list)
 
-    def script_for(self, n: int) -> ScriptedRound:
-        return self.script[min(n, len(self.script) - 1)]
+    attempts: int = 0
+
+    def next_script(self) -> ScriptedRound:
+        """Each round attempt (a cancelled or failed one too) takes the next entry."""
+        entry = self.script[min(self.attempts, len(self.script) - 1)]
+        self.attempts += 1
+        return entry
 
     def check_models(self) -> list[RoleStatus]:
         out = []
@@ -315,22 +335,37 @@ class FakeEngine:
         self.calls.append(("ensure_models", threading.get_ident()))
         (on_event or ignore_events)(Progress("load", 1, 1, "fake models ready"))
 
-    def open_session(self, store: Any, *, task_id: str | None = None, dialogue_id: str | None = None,
-                     on_event: EventSink | None = None) -> FakeSession:
+    def open_session(
+        self,
+        store: Any,
+        *,
+        task_id: str | None = None,
+        dialogue_id: str | None = None,
+        on_event: EventSink | None = None,
+    ) -> FakeSession:
         if self.create_error is not None:
             raise self.create_error
         session = FakeSession(self, store, task_id=task_id, dialogue_id=dialogue_id, on_event=on_event)
         self.sessions.append(session)
         return session
 
-    def train(self, store: Any, *, cancel: CancelToken | None = None, on_event: EventSink | None = None) -> AdapterVersion:
+    def train(
+        self, store: Any, *, cancel: CancelToken | None = None, on_event: EventSink | None = None
+    ) -> AdapterVersion:
         """Record a new adapter version over the unused pairs (no weights: a test engine)."""
         pairs = [p for p in store.all(PreferencePair) if p.is_pair and not p.used_in]
         if len(pairs) < 2:
             raise BadInput("Fewer than 2 preference pairs: no update.", "Make more choices first.")
         n = len(store.all(AdapterVersion)) + 1
-        version = AdapterVersion(id=f"v{n:04d}", parent=store.get_meta("active_adapter"), path=f"loras/v{n:04d}",
-                                 pairs_used=len(pairs), steps=2, loss_curve=[0.693, 0.69], implicit_accuracy=0.6)
+        version = AdapterVersion(
+            id=f"v{n:04d}",
+            parent=store.get_meta("active_adapter"),
+            path=f"loras/v{n:04d}",
+            pairs_used=len(pairs),
+            steps=2,
+            loss_curve=[0.693, 0.69],
+            implicit_accuracy=0.6,
+        )
         Path(store.path / version.path).mkdir(parents=True, exist_ok=True)
         store.put_many([version, *[p.replace(used_in=[version.id]) for p in pairs]])
         store.set_meta("active_adapter", version.id)

@@ -112,7 +112,9 @@ def test_annotator_imports_a_folder_labels_three_pairs_by_keyboard_and_finds_the
     view2 = again.annotation_view
     assert view2.progress_label.text() == "3 of 3 done"
     again.annotation_model.go_to(tasks[1].id)
-    qtbot.waitUntil(lambda: view2.panes[1].description.toPlainText() == "Gold skirt, straight cut.", timeout=3000)
+    qtbot.waitUntil(
+        lambda: view2.panes[1].description.toPlainText() == "Gold skirt, straight cut.", timeout=3000
+    )
     assert view2.choice_buttons["right"].isChecked()
     assert view2.panes[1].tags_label.text() == "#gold & shiny"
     # Load Last goes to the last task worked on
