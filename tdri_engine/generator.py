@@ -99,7 +99,7 @@ def load_pipeline(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
     from diffusers import DDIMScheduler
 
     cls = _pipeline_classes(spec.kind)["text2img"]
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if spec.options.get("variant"):
         kwargs["variant"] = spec.options["variant"]
     if spec.kind == "sd15" and not spec.options.get("safety_checker", False):
@@ -123,7 +123,7 @@ def load_controlnet(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
     """Loader for kind ``controlnet``: the pose ControlNet model (shared by both ControlNet pipelines)."""
     from diffusers import ControlNetModel
 
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if spec.options.get("variant"):
         kwargs["variant"] = spec.options["variant"]
     model = ControlNetModel.from_pretrained(str(path), **kwargs)

@@ -55,3 +55,91 @@ def tiny_language(language_models: dict[str, Path]):
         spec = RoleSpec(role, DEMO_KINDS[role], str(language_models[role]))
         loaded[role] = loader(language_models[role], spec, cpu, fp32)
     return SimpleNamespace(**loaded)
+
+
+# -- the demo profile: every role's tiny model (models, generator, pose, session, CLI tests) ----
+
+TINY = {"steps": 4, "width": 64, "height": 64}  # small enough for 2 busy CPU cores
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory: pytest.TempPathFactory, language_models: dict[str, Path]) -> Path:
+    """The demo models of every role, built once per run by ``build_demo_models`` (about 10 s).
+
+    The language roles are the ``language_models`` fixture's folders (same builder, same seed),
+    linked in so they are not built twice; the diffusion roles are built here.
+    """
+    import torch
+
+    from tdri_engine.demo import build_demo_models
+
+    torch.set_num_threads(1)  # tiny models: a second thread only contends for the busy cores
+    root = tmp_path_factory.mktemp("demo_models")
+    for role, folder in language_models.items():
+        (root / role).symlink_to(folder, target_is_directory=True)
+    build_demo_models(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_profile(demo_models: Path):
+    """The built-in demo profile, pointed at the models built once for this run."""
+    import dataclasses
+
+    from tdri_engine.models import demo_profile as builtin_demo
+
+    base = builtin_demo()
+    roles = {r: dataclasses.replace(s, source=str(demo_models / r)) for r, s in base.roles.items()}
+    return dataclasses.replace(base, roles=roles)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_profile):
+    """One Engine on the demo profile for the whole run: its models load once."""
+    from tdri_engine.session import Engine
+    from tdri_engine.settings import EngineSettings
+
+    return Engine(demo_profile, EngineSettings(**TINY))
+
+
+@pytest.fixture
+def demo_home(tdri_home: Path, demo_models: Path) -> Path:
+    """A TDRI_HOME where `tdri models demo` has already run (its models/demo is the built one)."""
+    (tdri_home / "models").mkdir(exist_ok=True)
+    (tdri_home / "models" / "demo").symlink_to(demo_models, target_is_directory=True)
+    return tdri_home
+
+
+@pytest.fixture
+def tiny_project(projects_root: Path):
+    """A new project whose settings suit the tiny models (64 px, 4 steps); closed after the test."""
+    from tdri_engine.settings import EngineSettings
+
+    store = create_project(projects_root, "Dialogue", settings=EngineSettings(**TINY))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def standing_person() -> list[tuple[float, float, float]]:
+    """Keypoints of a person standing mid-frame: OpenPose COCO-18 order, normalised (x, y, conf)."""
+    return [
+        (0.50, 0.15, 0.9),  # nose
+        (0.50, 0.25, 0.9),  # neck
+        (0.40, 0.26, 0.9),
+        (0.36, 0.42, 0.9),
+        (0.34, 0.56, 0.9),  # right arm
+        (0.60, 0.26, 0.9),
+        (0.64, 0.42, 0.9),
+        (0.66, 0.56, 0.9),  # left arm
+        (0.45, 0.55, 0.9),
+        (0.45, 0.74, 0.9),
+        (0.45, 0.92, 0.9),  # right leg
+        (0.55, 0.55, 0.9),
+        (0.55, 0.74, 0.9),
+        (0.55, 0.92, 0.9),  # left leg
+        (0.48, 0.13, 0.9),
+        (0.52, 0.13, 0.9),
+        (0.46, 0.14, 0.9),
+        (0.54, 0.14, 0.9),  # eyes, ears
+    ]
