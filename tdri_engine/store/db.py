@@ -7,20 +7,29 @@ Files in a project folder::
     db.json.bak       the snapshot before the current one
     db.journal        entries committed since db.json was written (see journal.py)
     db.journal.prev   entries committed between db.json.bak and db.json
+    db.journal.compacting  while a background compaction runs: the entries it is folding in
 
 Why not TinyDB's own JSONStorage: it rewrites the whole file in place on every write (a crash
 mid-write destroys the project, and a save costs O(project size)). Here a save is one fsynced
 journal line; compaction rewrites the snapshot atomically (tmp + fsync + replace) now and then.
 
-Invariant: ``db.json.bak`` + ``db.journal.prev`` + ``db.journal`` rebuild everything, so a
-damaged ``db.json`` costs nothing. Replay applies entries in seq order, skipping those the
-snapshot already holds.
+Invariant: ``db.json.bak`` + ``db.journal.prev`` (+ ``db.journal.compacting``) + ``db.journal``
+rebuild everything, so a damaged ``db.json`` costs nothing. Replay applies entries in seq order,
+skipping those the snapshot already holds.
+
+Automatic compaction runs in a background thread so that no save pays for it: under the lock
+the journal is rotated to ``db.journal.compacting`` exactly at the snapshot's seq and the rows
+are copied (a shallow copy; stored documents are never mutated); the thread then writes the
+snapshot and finally renames ``compacting`` to ``prev``. A crash at any point leaves a chain
+that replays to the full state.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,6 +44,8 @@ SNAPSHOT = "db.json"
 BACKUP = "db.json.bak"
 JOURNAL = "db.journal"
 PREV_JOURNAL = "db.journal.prev"
+MID_JOURNAL = "db.journal.compacting"
+JOURNALS = (PREV_JOURNAL, MID_JOURNAL, JOURNAL)  # replay order
 META_TABLE = "_tdri"  # our bookkeeping table inside db.json; TinyDB sees it as one more table
 
 # Default compaction policy: when the journal is bigger than the snapshot (and at least this
@@ -103,42 +114,162 @@ def encode_doc(doc: dict[str, Any], what: str = "record") -> str:
 
 
 class Table:
-    """Documents of one table in insertion order, indexed by their key field."""
+    """Documents of one table in insertion order, each kept as its JSON text, indexed by key.
+
+    Text, not dicts: a 10,000-task project is a few hundred thousand objects as dicts, which
+    the garbage collector scans in pauses of a few hundred milliseconds and which take ten
+    times the memory; strings are one object each and the GC ignores them. A snapshot is
+    then just the texts joined. Readers decode what they return (a fresh, private copy).
+    """
 
     def __init__(self, name: str, key_field: str = "id"):
         self.name = name
         self.key_field = key_field
-        self.rows: dict[int, tuple[dict[str, Any], str]] = {}  # doc_id -> (doc, encoded doc)
-        self.index: dict[Any, int] = {}
+        self.rows: dict[int, str] = {}  # doc_id -> JSON text
+        self.keys: dict[int, Any] = {}  # doc_id -> record key (to unindex on delete)
+        self.index: dict[Any, int] = {}  # record key -> doc_id
         self.next_id = 1
 
     def set_key_field(self, key_field: str) -> None:
-        if key_field != self.key_field:
+        if key_field != self.key_field:  # only for tables no record class was known for
             self.key_field = key_field
-            self.index = {}
-            for doc_id, (doc, _) in self.rows.items():
-                if key_field in doc:
-                    self.index[doc[key_field]] = doc_id
+            self.keys, self.index = {}, {}
+            for doc_id, text in self.rows.items():
+                key = json.loads(text).get(key_field)
+                if key is not None:
+                    self.keys[doc_id] = key
+                    self.index[key] = doc_id
 
-    def apply_put(self, doc_id: int, doc: dict[str, Any], enc: str) -> None:
-        old = self.rows.get(doc_id)
-        if old is not None and self.index.get(old[0].get(self.key_field)) == doc_id:
-            del self.index[old[0].get(self.key_field)]
-        self.rows[doc_id] = (doc, enc)
-        key = doc.get(self.key_field)
+    def load_bulk(self, docs: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """Fill an empty table from a snapshot: (doc_id, text, decoded doc) triples."""
+        key_field = self.key_field
+        self.rows = {doc_id: text for doc_id, text, _ in docs}
+        self.keys = {doc_id: doc[key_field] for doc_id, _, doc in docs if key_field in doc}
+        self.index = {key: doc_id for doc_id, key in self.keys.items()}
+        self.next_id = max(self.rows, default=0) + 1
+
+    def apply_put(self, doc_id: int, key: Any, text: str) -> None:
+        old_key = self.keys.get(doc_id)
+        if old_key is not None and old_key != key and self.index.get(old_key) == doc_id:
+            del self.index[old_key]
+        self.rows[doc_id] = text
         if key is not None:
+            self.keys[doc_id] = key
             self.index[key] = doc_id
         if doc_id >= self.next_id:
             self.next_id = doc_id + 1
 
     def apply_del(self, doc_id: int) -> None:
-        old = self.rows.pop(doc_id, None)
-        if old is not None and self.index.get(old[0].get(self.key_field)) == doc_id:
-            del self.index[old[0].get(self.key_field)]
+        self.rows.pop(doc_id, None)
+        key = self.keys.pop(doc_id, None)
+        if key is not None and self.index.get(key) == doc_id:
+            del self.index[key]
 
 
-def _read_snapshot(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """Parse a snapshot; return (data, "") or (None, what is wrong with it)."""
+SnapshotTables = dict[str, list[tuple[int, str, dict[str, Any]]]]
+
+_WS = re.compile(r"[ \t\n\r]*")
+_WS_CHARS = frozenset(" \t\n\r")
+_DOC_KEY = re.compile(r'[ \t\n\r]*"(\d+)"[ \t\n\r]*:[ \t\n\r]*')
+_DECODER = json.JSONDecoder()
+
+
+def _split_snapshot(text: str) -> SnapshotTables:
+    """Parse ``{table: {doc_id: doc}}`` keeping each document's own JSON text.
+
+    The JSON scanner returns where each document ends, so its text is a slice: no document
+    is encoded again. Raises ValueError on anything that is not that shape. (Whitespace is
+    allowed anywhere, as in files TinyDB or a person wrote.)
+    """
+    scan = _DECODER.scan_once  # the C scanner: (value, end) or StopIteration
+    ws = _WS.match
+
+    def value(pos: int) -> tuple[Any, int]:
+        try:
+            return scan(text, pos)
+        except StopIteration:
+            raise ValueError(f"no JSON value at {pos}") from None
+
+    def skip(pos: int) -> int:
+        return ws(text, pos).end() if text[pos : pos + 1] in _WS_CHARS else pos
+
+    def expect(pos: int, char: str) -> int:
+        pos = skip(pos)
+        if text[pos : pos + 1] != char:
+            raise ValueError(f"expected {char!r} at {pos}")
+        return pos + 1
+
+    tables: SnapshotTables = {}
+    pos = skip(expect(0, "{"))
+    if text[pos : pos + 1] == "}":
+        pos += 1
+    else:
+        while True:
+            name, pos = value(skip(pos))
+            if not isinstance(name, str) or name in tables:
+                raise ValueError(f"bad or repeated table name {name!r}")
+            pos = skip(expect(expect(pos, ":"), "{"))
+            docs: list[tuple[int, str, dict[str, Any]]] = []
+            if text[pos : pos + 1] == "}":
+                pos += 1
+            else:
+                while True:
+                    m = _DOC_KEY.match(text, pos)
+                    if m is None:
+                        raise ValueError(f"malformed document id in table {name!r} at {pos}")
+                    start = m.end()
+                    doc, pos = value(start)
+                    if not isinstance(doc, dict):
+                        raise ValueError(f"document {m.group(1)} in table {name!r} is not an object")
+                    docs.append((int(m.group(1)), text[start:pos], doc))
+                    pos = skip(pos)
+                    if text[pos : pos + 1] == ",":
+                        pos += 1
+                        continue
+                    pos = expect(pos, "}")
+                    break
+            tables[name] = docs
+            pos = skip(pos)
+            if text[pos : pos + 1] == ",":
+                pos += 1
+                continue
+            pos = expect(pos, "}")
+            break
+    if skip(pos) != len(text):
+        raise ValueError("data after the end")
+    return tables
+
+
+def _diagnose(raw: bytes) -> str:
+    """Say in plain words why a snapshot cannot be read."""
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        return "is not text (binary garbage)"
+    except json.JSONDecodeError as exc:
+        body = raw.rstrip()
+        cut_short = (
+            body.startswith(b"{")
+            and not body.endswith(b"}")
+            and exc.msg != "Extra data"
+            and (exc.msg.startswith("Unterminated string") or exc.pos >= len(body) - 6)  # in a literal
+        )
+        if cut_short:
+            return f"is truncated: it ends after {len(raw)} bytes, in the middle of the data"
+        return f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    if not isinstance(data, dict):
+        return "does not hold a table of tables"
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            return f"has a table '{name}' that is not a JSON object"
+        for doc_id, doc in table.items():
+            if not doc_id.isdigit() or not isinstance(doc, dict):
+                return f"has a malformed document '{doc_id}' in table '{name}'"
+    return "has an unexpected layout"
+
+
+def _read_snapshot(path: Path) -> tuple[SnapshotTables | None, str]:
+    """Parse a snapshot; return (tables, "") or (None, what is wrong with it)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -148,31 +279,31 @@ def _read_snapshot(path: Path) -> tuple[dict[str, Any] | None, str]:
     if not raw.strip():
         return None, "is empty (0 bytes of data)" if not raw else "is empty"
     try:
-        data = json.loads(raw)
-    except UnicodeDecodeError:
-        return None, "is not text (binary garbage)"
-    except json.JSONDecodeError as exc:
-        body = raw.rstrip()
-        cut_short = (
-            body.startswith(b"{")
-            and not body.endswith(b"}")
-            and (exc.msg.startswith("Unterminated string") or exc.pos >= len(body) - 6)  # in a literal
-        )
-        if cut_short:
-            return None, f"is truncated: it ends after {len(raw)} bytes, in the middle of the data"
-        return None, f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-    if not isinstance(data, dict):
-        return None, "does not hold a table of tables"
-    for name, table in data.items():
-        if not isinstance(table, dict):
-            return None, f"has a table '{name}' that is not a JSON object"
-        for doc_id, doc in table.items():
-            if not (isinstance(doc_id, str) and doc_id.isdigit()) or not isinstance(doc, dict):
-                return None, f"has a malformed document '{doc_id}' in table '{name}'"
-    meta = data.get(META_TABLE, {}).get("1", {})
-    if not isinstance(meta.get("seq", 0), int):
+        tables = _split_snapshot(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, _diagnose(raw)
+    meta = _snapshot_meta(tables)
+    if not isinstance(meta.get("seq", 0), int) or not isinstance(meta.get("schema_version", 0), int):
         return None, "has a malformed bookkeeping table"
-    return data, ""
+    return tables, ""
+
+
+def _snapshot_meta(tables: SnapshotTables) -> dict[str, Any]:
+    for doc_id, _, doc in tables.get(META_TABLE, []):
+        if doc_id == 1:
+            return doc
+    return {}
+
+
+def _snapshot_payload(rows: list[tuple[str, list[tuple[int, str]]]], seq: int, version: int) -> bytes:
+    """db.json bytes: the bookkeeping table, then every table's documents as stored."""
+    meta = json.dumps({"seq": seq, "schema_version": version}, separators=(",", ":"))
+    parts = ['{"' + META_TABLE + '":{"1":' + meta + "}"]
+    for name, items in rows:
+        body = ",".join(f'"{doc_id}":{text}' for doc_id, text in items)
+        parts.append("," + json.dumps(name, ensure_ascii=False) + ":{" + body + "}")
+    parts.append("}")
+    return "".join(parts).encode("utf-8")
 
 
 class Database:
@@ -186,6 +317,7 @@ class Database:
         compact_every: int | None = None,
         schema_version: int,
         on_compacted: Any = None,
+        key_fields: dict[str, str] | None = None,
     ):
         self.folder = folder
         self.read_only = read_only
@@ -193,6 +325,7 @@ class Database:
         self.schema_version = schema_version  # stamped into every snapshot we write
         self.loaded_schema_version: int | None = None  # stamp found on disk (None: plain TinyDB file)
         self.on_compacted = on_compacted
+        self.key_fields = dict(key_fields or {})  # table -> field holding the record id
         self.tables: dict[str, Table] = {}
         self.seq = 0
         self.snapshot_size = 0
@@ -200,6 +333,7 @@ class Database:
         self.compaction_error: Exception | None = None
         self.journal: JournalWriter | None = None
         self.lock = threading.RLock()
+        self._bg: threading.Thread | None = None  # the background compaction, if one runs
 
     # ---- paths
     def _p(self, name: str) -> Path:
@@ -212,6 +346,17 @@ class Database:
         A snapshot stamped with a schema newer than ``max_schema_version`` raises
         ``too_new(version)`` before anything is written.
         """
+        # Decoding a big snapshot makes millions of objects that all live on: the cyclic
+        # garbage collector would scan them again and again (it doubled the open time).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._load(max_schema_version, too_new)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _load(self, max_schema_version: int | None, too_new: Any) -> None:
         if self.read_only:
             # A writer may compact while we read: retry until the files stay put.
             for _ in range(5):
@@ -231,7 +376,7 @@ class Database:
                 except FileNotFoundError:
                     pass
             state = self._read_state()
-        stamp = state.data.get(META_TABLE, {}).get("1", {}).get("schema_version")
+        stamp = _snapshot_meta(state.data).get("schema_version")
         if isinstance(stamp, int) and max_schema_version is not None and stamp > max_schema_version:
             raise too_new(stamp) if too_new else ProjectError(f"Database schema {stamp} is too new.")
         self._install(state)
@@ -243,15 +388,17 @@ class Database:
             cur = state.journal_read
             if self._p(JOURNAL).exists():  # else created by the first save
                 self.journal = JournalWriter(self._p(JOURNAL), cur.good_size)
-                self.journal.entries = len(cur.entries)
+                self.journal.entries = cur.good_lines
             if self.snapshot_size == 0 and not self._p(SNAPSHOT).exists():
                 self.compact(fresh=True)  # a brand-new database: write db.json and its backup
+            elif self._p(MID_JOURNAL).exists():
+                self.compact(fresh=True)  # a background compaction was cut off: start clean
             elif self._should_compact():
-                self._auto_compact()
+                self.compact()  # a long journal: fold it in now rather than replay it next time
 
     def _signature(self) -> tuple[Any, ...]:
         sig = []
-        for name in (SNAPSHOT, JOURNAL):
+        for name in (SNAPSHOT, *JOURNALS):
             try:
                 st = self._p(name).stat()
                 sig.append((st.st_ino, st.st_mtime_ns if name == SNAPSHOT else 0))
@@ -261,7 +408,7 @@ class Database:
 
     @dataclass
     class _State:
-        data: dict[str, Any]
+        data: SnapshotTables
         seq: int
         snapshot_size: int
         source: str
@@ -282,7 +429,7 @@ class Database:
         problems: list[str] = []
         bad: list[str] = []
         if data is None:
-            if why == "is missing" and not self._p(BACKUP).exists() and not self._p(JOURNAL).exists():
+            if why == "is missing" and not any(self._p(f).exists() for f in (BACKUP, *JOURNALS)):
                 # a project whose database was never written (or a plain new folder): empty
                 return Database._State({}, 0, 0, SNAPSHOT)
             problems.append(f"{SNAPSHOT} {why}.")
@@ -295,17 +442,16 @@ class Database:
                 if why_bak != "is missing":
                     bad.append(BACKUP)
                 data, source = {}, "the journal alone"
-        seq = data.get(META_TABLE, {}).get("1", {}).get("seq", 0)
+        seq = _snapshot_meta(data).get("seq", 0)
         size = self._p(source).stat().st_size if source in (SNAPSHOT, BACKUP) else 0
         state = Database._State(data, seq, size, source, problems=problems, bad_files=bad)
 
         # replay: entries after the snapshot, in seq order, without gaps
-        prev = read_journal(self._p(PREV_JOURNAL))
-        cur = read_journal(self._p(JOURNAL))
-        state.journal_read = cur
+        reads = [(name, read_journal(self._p(name), skip_through=seq)) for name in JOURNALS]
+        state.journal_read = reads[-1][1]
         applied = seq
         stopped = False
-        for name, jr in ((PREV_JOURNAL, prev), (JOURNAL, cur)):
+        for name, jr in reads:
             for entry in jr.entries:
                 if entry.seq <= applied:
                     continue
@@ -330,21 +476,21 @@ class Database:
                     f"{name}: line {jr.damaged_line} is damaged ({jr.damage}); reading stopped there."
                 )
                 bad.append(name)
-                if name == PREV_JOURNAL:
-                    # db.journal may carry on from what the snapshot holds; if it does not,
-                    # the gap check above reports what is missing.
+                if name != JOURNAL:
+                    # the next journal may carry on from what the snapshot holds; if it does
+                    # not, the gap check above reports what is missing.
                     continue
                 state.possibly_lost += 1 + jr.lines_after_damage
                 break
         if source == "the journal alone" and (applied == 0 or (state.entries and state.entries[0].seq != 1)):
-            names = ", ".join(f for f in (SNAPSHOT, BACKUP, JOURNAL, PREV_JOURNAL) if self._p(f).exists())
+            names = ", ".join(f for f in (SNAPSHOT, BACKUP, *JOURNALS) if self._p(f).exists())
             raise ProjectError(
                 f"The project database in {self.folder} is damaged and its backup copy too "
                 f"({'; '.join(problems)}). Nothing was changed.",
                 f"Restore the project folder from a backup. The files involved are: {names}.",
                 kind="project-damaged",
             )
-        # A damaged db.journal.prev whose entries the snapshot already holds costs nothing,
+        # A damaged older journal whose entries the snapshot already holds costs nothing,
         # but the backup chain is broken: still repair (a fresh snapshot and backup).
         state.seq = applied
         state.replayed = len(state.entries)
@@ -352,16 +498,13 @@ class Database:
 
     def _install(self, state: Database._State) -> None:
         self.tables = {}
-        meta = state.data.get(META_TABLE, {}).get("1", {})
-        self.loaded_schema_version = meta.get("schema_version") if isinstance(meta, dict) else None
+        self.loaded_schema_version = _snapshot_meta(state.data).get("schema_version")
         if isinstance(self.loaded_schema_version, int):
             self.schema_version = self.loaded_schema_version  # the data's own version wins
         for name, docs in state.data.items():
             if name == META_TABLE:
                 continue
-            tbl = self._table(name)
-            for doc_id, doc in docs.items():
-                tbl.apply_put(int(doc_id), doc, encode_doc(doc))
+            self._table(name).load_bulk(docs)
         for entry in state.entries:
             self._apply_ops(entry.ops)
         self.seq = state.seq
@@ -383,7 +526,7 @@ class Database:
         for op in ops:
             tbl = self._table(op[1])
             if op[0] == "put":
-                tbl.apply_put(op[2], op[3], encode_doc(op[3]))
+                tbl.apply_put(op[2], op[3].get(tbl.key_field), encode_doc(op[3]))
             else:
                 tbl.apply_del(op[2])
 
@@ -417,7 +560,7 @@ class Database:
     def _table(self, name: str) -> Table:
         tbl = self.tables.get(name)
         if tbl is None:
-            tbl = self.tables[name] = Table(name)
+            tbl = self.tables[name] = Table(name, self.key_fields.get(name, "id"))
         return tbl
 
     def table(self, name: str, key_field: str) -> Table:
@@ -441,7 +584,7 @@ class Database:
                 kind="project-read-only",
             )
         with self.lock:
-            plan: list[tuple[str, Table, int, Any, str]] = []
+            plan: list[tuple[str, Table, int, Any, str]] = []  # (kind, table, doc_id, key, text)
             ops_json: list[str] = []
             allocated: dict[tuple[str, Any], int] = {}
             next_ids: dict[str, int] = {}
@@ -458,7 +601,7 @@ class Database:
                     allocated[(name, key)] = doc_id
                     enc = encode_doc(payload, f"{name} record")
                     ops_json.append(f'["put",{json.dumps(name)},{doc_id},{enc}]')
-                    plan.append(("put", tbl, doc_id, payload, enc))
+                    plan.append(("put", tbl, doc_id, key, enc))
                 else:
                     doc_id = allocated.get((name, payload)) or tbl.index.get(payload)
                     if doc_id is None:
@@ -470,9 +613,9 @@ class Database:
             journal = self._writer(action)
             journal.append(encode_entry(self.seq + 1, ops_json), action)  # raises: nothing changed
             self.seq += 1
-            for kind, tbl, doc_id, doc, enc in plan:
+            for kind, tbl, doc_id, key, enc in plan:
                 if kind == "put":
-                    tbl.apply_put(doc_id, doc, enc)
+                    tbl.apply_put(doc_id, key, enc)
                 else:
                     tbl.apply_del(doc_id)
             if self._should_compact():
@@ -483,64 +626,123 @@ class Database:
             try:
                 jr = read_journal(self._p(JOURNAL))
                 self.journal = JournalWriter(self._p(JOURNAL), jr.good_size)
-                self.journal.entries = len(jr.entries)
+                self.journal.entries = jr.good_lines
             except OSError as exc:
                 raise storage_error(exc, action, self.folder) from exc
         return self.journal
 
     def _should_compact(self) -> bool:
         j = self.journal
-        if j is None or j.entries == 0:
+        if j is None or j.entries == 0 or self._compacting():
             return False
         if self.compact_every is not None:
             return j.entries >= self.compact_every
         return j.size >= max(MIN_COMPACT_BYTES, self.snapshot_size)
 
+    def _compacting(self) -> bool:
+        return self._bg is not None and self._bg.is_alive()
+
     def _auto_compact(self) -> None:
-        # The save that triggered this is already durable: a failed compaction must not fail it.
+        """Start a background compaction (called under the lock, after a durable save).
+
+        The save that triggered it is already on disk: a failure here never fails it; the
+        error is kept in ``compaction_error`` and the next trigger tries again.
+        """
         try:
-            self.compact()
-            self.compaction_error = None
+            if self._p(MID_JOURNAL).exists():  # an earlier background run failed midway
+                self.compact(fresh=True)
+                return
+            rows = self._copy_rows()
+            seq, version = self.seq, self.schema_version
+            # rotate exactly at ``seq``: the snapshot will hold everything before the new journal
+            if self.journal is not None:
+                self.journal.close()
+                self.journal = None
+            try:
+                os.replace(self._p(JOURNAL), self._p(MID_JOURNAL))
+                self.journal = JournalWriter(self._p(JOURNAL), 0)
+                fsync_dir(self.folder)
+            except OSError as exc:
+                raise storage_error(exc, "start a new journal", self.folder) from exc
+            self._bg = threading.Thread(
+                target=self._background_compact,
+                args=(rows, seq, version),
+                name="tdri-compaction",
+                daemon=True,
+            )
+            self._bg.start()
         except Exception as exc:  # noqa: BLE001 - kept and retried at the next trigger
             self.compaction_error = exc
 
+    def _copy_rows(self) -> list[tuple[str, list[tuple[int, str]]]]:
+        """The state as it is now (a shallow copy: one list per table, texts shared)."""
+        return [(name, list(tbl.rows.items())) for name, tbl in self.tables.items()]
+
+    def _background_compact(
+        self, rows: list[tuple[str, list[tuple[int, str]]]], seq: int, version: int
+    ) -> None:
+        try:
+            payload = _snapshot_payload(rows, seq, version)
+            self._write_snapshot(payload, fresh=False)
+            with self.lock:
+                os.replace(self._p(MID_JOURNAL), self._p(PREV_JOURNAL))
+                fsync_dir(self.folder)
+                self.snapshot_size = len(payload)
+                self.compaction_error = None
+            if self.on_compacted is not None:
+                self.on_compacted()
+        except Exception as exc:  # noqa: BLE001 - the journals still hold everything
+            self.compaction_error = exc
+
+    def wait_for_compaction(self) -> None:
+        """Block until a background compaction (if any) has finished."""
+        bg = self._bg
+        if bg is not None and bg is not threading.current_thread():
+            bg.join()
+
     def snapshot_bytes(self) -> bytes:
-        meta = json.dumps({"seq": self.seq, "schema_version": self.schema_version}, separators=(",", ":"))
-        parts = ['{"' + META_TABLE + '":{"1":' + meta + "}"]
-        for name, tbl in self.tables.items():
-            rows = ",".join(f'"{doc_id}":{enc}' for doc_id, (_, enc) in tbl.rows.items())
-            parts.append("," + json.dumps(name, ensure_ascii=False) + ":{" + rows + "}")
-        parts.append("}")
-        return "".join(parts).encode("utf-8")
+        with self.lock:
+            return _snapshot_payload(self._copy_rows(), self.seq, self.schema_version)
+
+    def _write_snapshot(self, payload: bytes, *, fresh: bool) -> None:
+        """db.json := payload atomically; db.json.bak := the old db.json (or payload when fresh)."""
+        snap, bak, tmp, bak_tmp = (
+            self._p(SNAPSHOT),
+            self._p(BACKUP),
+            self._p(SNAPSHOT + ".tmp"),
+            self._p(BACKUP + ".tmp"),
+        )
+        try:
+            write_file_synced(tmp, payload)
+            if fresh or not snap.exists():
+                write_file_synced(bak_tmp, payload)
+                os.replace(bak_tmp, bak)
+            else:
+                link_or_copy(snap, bak)
+            os.replace(tmp, snap)
+            fsync_dir(self.folder)
+        except OSError as exc:
+            for leftover in (tmp, bak_tmp):
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass
+            raise storage_error(exc, "write the database snapshot", self.folder) from exc
 
     def compact(self, *, fresh: bool = False) -> None:
-        """Write the whole state as a new snapshot and start an empty journal.
+        """Write the whole state as a new snapshot now and start an empty journal.
 
         ``fresh`` (new, repaired or migrated databases) also makes the backup a copy of the
         new snapshot and drops the old journals, whose entries it then holds.
         """
         if self.read_only:
             return
+        self.wait_for_compaction()
         with self.lock:
+            if self._p(MID_JOURNAL).exists():
+                fresh = True  # a background run failed midway: rebuild the chain from scratch
             payload = self.snapshot_bytes()
-            snap, bak, tmp = self._p(SNAPSHOT), self._p(BACKUP), self._p(SNAPSHOT + ".tmp")
-            try:
-                write_file_synced(tmp, payload)
-                if fresh or not snap.exists():
-                    bak_tmp = self._p(BACKUP + ".tmp")
-                    write_file_synced(bak_tmp, payload)
-                    os.replace(bak_tmp, bak)
-                else:
-                    link_or_copy(snap, bak)
-                os.replace(tmp, snap)
-                fsync_dir(self.folder)
-            except OSError as exc:
-                for leftover in (tmp, self._p(BACKUP + ".tmp")):
-                    try:
-                        os.unlink(leftover)
-                    except OSError:
-                        pass
-                raise storage_error(exc, "write the database snapshot", self.folder) from exc
+            self._write_snapshot(payload, fresh=fresh)
             self.snapshot_size = len(payload)
             # The snapshot is durable and holds every journal entry: rotate the journal.
             if self.journal is not None:
@@ -548,7 +750,7 @@ class Database:
                 self.journal = None
             try:
                 if fresh:
-                    for name in (PREV_JOURNAL, JOURNAL):
+                    for name in JOURNALS:
                         if self._p(name).exists():
                             os.unlink(self._p(name))
                 elif self._p(JOURNAL).exists():
@@ -557,11 +759,13 @@ class Database:
                 fsync_dir(self.folder)
             except OSError as exc:
                 raise storage_error(exc, "start a new journal", self.folder) from exc
+            self.compaction_error = None
         if self.on_compacted is not None:
             self.on_compacted()
 
     def replace_all(self, tables: dict[str, dict[int, dict[str, Any]]]) -> None:
         """Swap in reshaped tables (migrations); the caller then compacts with ``fresh``."""
+        self.wait_for_compaction()
         with self.lock:
             old = self.tables
             self.tables = {}
@@ -570,17 +774,18 @@ class Database:
                 if name in old:
                     tbl.key_field = old[name].key_field
                 for doc_id, doc in docs.items():
-                    tbl.apply_put(int(doc_id), doc, encode_doc(doc, f"{name} record"))
+                    tbl.apply_put(int(doc_id), doc.get(tbl.key_field), encode_doc(doc, f"{name} record"))
 
     def raw_tables(self) -> dict[str, dict[int, dict[str, Any]]]:
         """Independent copies of every document (for migrations and exports)."""
         with self.lock:
             return {
-                name: {doc_id: json.loads(enc) for doc_id, (_, enc) in tbl.rows.items()}
+                name: {doc_id: json.loads(text) for doc_id, text in tbl.rows.items()}
                 for name, tbl in self.tables.items()
             }
 
     def close(self) -> None:
+        self.wait_for_compaction()
         with self.lock:
             if self.journal is not None:
                 self.journal.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,18 @@ class JournalRead:
 
     entries: list[JournalEntry] = field(default_factory=list)
     good_size: int = 0  # bytes up to the end of the last good line
+    good_lines: int = 0  # good lines, including those skipped
     torn_tail: bool = False  # an unfinished last line (a save cut off by a crash)
     damaged_line: int | None = None  # 1-based line number where reading stopped
     damage: str = ""  # why that line was rejected
     lines_after_damage: int = 0  # complete lines after the damaged one (not applied)
 
 
-def _parse_line(line: bytes) -> JournalEntry:
+_SEQ_PREFIX = re.compile(rb'\{"seq":(\d+),')
+
+
+def _parse_line(line: bytes, skip_through: int = 0) -> JournalEntry | None:
+    """Check one line; decode it unless its seq is <= ``skip_through`` (then return None)."""
     if len(line) < 10 or line[8:9] != b" ":
         raise ValueError("no checksum")
     try:
@@ -57,6 +63,10 @@ def _parse_line(line: bytes) -> JournalEntry:
     payload = line[9:]
     if zlib.crc32(payload) != crc:
         raise ValueError("checksum mismatch")
+    # Entries the snapshot already holds are checked but not decoded: opening stays fast.
+    head = _SEQ_PREFIX.match(payload)
+    if head is not None and int(head.group(1)) <= skip_through:
+        return None
     data = json.loads(payload)
     if (
         not isinstance(data, dict)
@@ -72,8 +82,11 @@ def _parse_line(line: bytes) -> JournalEntry:
     return JournalEntry(data["seq"], data["ops"])
 
 
-def read_journal(path: Path) -> JournalRead:
-    """Read every good entry of a journal file; a missing file reads as empty."""
+def read_journal(path: Path, skip_through: int = 0) -> JournalRead:
+    """Read every good entry of a journal file; a missing file reads as empty.
+
+    Entries with seq <= ``skip_through`` are verified but left out of ``entries``.
+    """
     out = JournalRead()
     try:
         raw = path.read_bytes()
@@ -89,7 +102,10 @@ def read_journal(path: Path) -> JournalRead:
         lineno += 1
         line = raw[pos:nl]
         try:
-            out.entries.append(_parse_line(line))
+            entry = _parse_line(line, skip_through)
+            if entry is not None:
+                out.entries.append(entry)
+            out.good_lines += 1
         except (ValueError, UnicodeDecodeError) as exc:
             out.damaged_line = lineno
             out.damage = str(exc) if not isinstance(exc, json.JSONDecodeError) else "invalid JSON"

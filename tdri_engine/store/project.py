@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BadInput, ProjectError, StorageError, TdriError
-from ..records import ImageRecord, Record, Task, now_iso
+from ..records import ALL_RECORDS, ImageRecord, Record, Task, now_iso
 from ..settings import EngineSettings
 from .db import Database, RecoveryReport
 from .fsutil import (
@@ -313,6 +314,7 @@ class ProjectStore:
         self.open_notes: list[str] = []  # things to tell the user once (migration, settings reset)
         self.migration_backup: Path | None = None
         self._closed = False
+        self._doc_lock = threading.RLock()
         self.settings = self._parse_settings(doc)
 
     # ---- identity
@@ -380,12 +382,20 @@ class ProjectStore:
             raise storage_error(exc, action, self.path) from exc
         self._doc = doc
 
+    def _update_doc(self, change: Callable[[dict[str, Any]], None], action: str) -> None:
+        """Read-modify-write project.json; memory changes only if the write succeeded.
+
+        Under a lock: the background compaction updates the counts from its own thread.
+        """
+        with self._doc_lock:
+            doc = copy.deepcopy(self._doc)
+            change(doc)
+            self._write_project_doc(doc, action)
+
     def save_settings(self, settings: EngineSettings) -> None:
         """Store the engine settings in project.json (atomically)."""
         self._check_writable("save the settings")
-        doc = copy.deepcopy(self._doc)
-        doc["settings"] = settings.to_dict()
-        self._write_project_doc(doc, "save the settings")
+        self._update_doc(lambda doc: doc.__setitem__("settings", settings.to_dict()), "save the settings")
         self.settings = settings
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -395,13 +405,14 @@ class ProjectStore:
     def set_meta(self, key: str, value: Any) -> None:
         """Set a project.json meta value (JSON-safe); durable when it returns."""
         self._check_writable("save the project state")
-        doc = copy.deepcopy(self._doc)
-        doc.setdefault("meta", {})[key] = copy.deepcopy(value)
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"The value for '{key}' cannot be stored in project.json: {exc}.") from exc
-        self._write_project_doc(doc, "save the project state")
+        value = copy.deepcopy(value)
+        self._update_doc(
+            lambda doc: doc.setdefault("meta", {}).__setitem__(key, value), "save the project state"
+        )
 
     def _stats(self) -> dict[str, int]:
         return {
@@ -416,10 +427,8 @@ class ProjectStore:
         stats = self._stats()
         if self._doc.get("stats") == stats:
             return
-        doc = copy.deepcopy(self._doc)
-        doc["stats"] = stats
         try:
-            self._write_project_doc(doc, "update the project summary")
+            self._update_doc(lambda doc: doc.__setitem__("stats", stats), "update the project summary")
         except StorageError:
             pass
 
@@ -459,8 +468,8 @@ class ProjectStore:
             doc_id = table.index.get(id)
             if doc_id is None:
                 return None
-            enc = table.rows[doc_id][1]
-        return cls.from_dict(json.loads(enc))
+            text = table.rows[doc_id]
+        return cls.from_dict(json.loads(text))
 
     def all(self, cls: type[R]) -> list[R]:
         """Every record of ``cls`` in the order they were first saved."""
@@ -468,21 +477,26 @@ class ProjectStore:
         if table is None:
             return []
         with self._db.lock:
-            encoded = [enc for _, enc in table.rows.values()]
-        return [cls.from_dict(json.loads(enc)) for enc in encoded]
+            texts = list(table.rows.values())
+        return [cls.from_dict(json.loads(text)) for text in texts]
 
     def find(self, cls: type[R], cond: Callable[[dict[str, Any]], bool]) -> list[R]:
         """Records of ``cls`` whose stored dict satisfies ``cond``, in insertion order.
 
         ``cond`` is a tinydb query (``Query().status == "done"``, ``where("choice") == "left"``)
-        or any callable taking the record's dict; it must not modify the dict.
+        or any callable taking the record's dict.
         """
         table = self._db.tables.get(_table_of(cls))
         if table is None:
             return []
         with self._db.lock:
-            matched = [enc for doc, enc in table.rows.values() if cond(doc)]
-        return [cls.from_dict(json.loads(enc)) for enc in matched]
+            texts = list(table.rows.values())
+        out = []
+        for text in texts:
+            doc = json.loads(text)  # a private copy: cond may look at it, nothing else sees it
+            if cond(doc):
+                out.append(cls.from_dict(doc))
+        return out
 
     def count(self, cls: type[Record]) -> int:
         table = self._db.tables.get(_table_of(cls))
@@ -609,6 +623,7 @@ class ProjectStore:
         """Compact if anything changed, record counts, release the lock. Idempotent."""
         if self._closed:
             return
+        self._db.wait_for_compaction()
         try:
             if not self.read_only:
                 journal = self._db.journal
@@ -830,7 +845,11 @@ def open_project(path: Path, *, read_only: bool = False, compact_every: int | No
             raise read_only_project_error(path, problem)
         lock = _ProjectLock(path)
     db = Database(
-        path, read_only=read_only, compact_every=compact_every, schema_version=doc["schema_version"]
+        path,
+        read_only=read_only,
+        compact_every=compact_every,
+        schema_version=doc["schema_version"],
+        key_fields={cls.TABLE: _key_field(cls) for cls in ALL_RECORDS},
     )
     try:
         db.load(max_schema_version=SCHEMA_VERSION, too_new=lambda v: _too_new(path, v))

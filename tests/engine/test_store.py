@@ -215,6 +215,7 @@ def test_compaction_keeps_everything_and_rotates_the_journal(projects_root: Path
     store = open_project(projects_root / "compact", compact_every=3)
     for i in range(10):
         store.put(Task(id=f"t{i}"))
+        store._db.wait_for_compaction()  # it runs in the background
     # 10 saves with compaction every 3: three snapshots written, one save left in the journal
     assert (store.path / "db.journal.prev").exists()
     journal_lines = (store.path / "db.journal").read_bytes().count(b"\n")

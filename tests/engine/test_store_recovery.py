@@ -35,6 +35,7 @@ def saved_project(projects_root: Path) -> Path:
     store = open_project(projects_root / "work", compact_every=4)
     for i in range(1, 11):
         store.put(Task(id=f"t{i}", name=f"task {i}"))
+        store._db.wait_for_compaction()  # compaction runs in the background: make the layout exact
     abandon(store)
     return store.path
 
