@@ -90,6 +90,24 @@ def run(qtbot: Any) -> Callable[..., Any]:
     return _run
 
 
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TDRI home whose demo models are built once per test session (about 25 s here)."""
+    home = tmp_path_factory.mktemp("demo-home")
+    old = os.environ.get("TDRI_HOME")
+    os.environ["TDRI_HOME"] = str(home)
+    try:
+        from tdri_engine.demo import ensure_demo_models
+
+        ensure_demo_models()
+    finally:
+        if old is None:
+            os.environ.pop("TDRI_HOME", None)
+        else:
+            os.environ["TDRI_HOME"] = old
+    return home
+
+
 @pytest.fixture
 def projects_dir(tdri_home: Path) -> Path:
     return Path(os.environ["TDRI_PROJECTS"])
@@ -118,19 +136,29 @@ def studio(qtbot: Any, run: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
 
     windows: list[Any] = []
 
-    def open_window(project: Path | None, engine: Any | None = None, *, wait_engine: bool = True) -> Any:
-        engine = engine if engine is not None else FakeEngine()
-        window = MainWindow(StudioPrefs.load(), engine_factory=lambda profile, settings: engine)
+    def open_window(
+        project: Path | None,
+        engine: Any | None = None,
+        *,
+        wait_engine: bool = True,
+        factory: Callable[..., Any] | None = None,
+        timeout_s: float = 20.0,
+    ) -> Any:
+        """``engine``: an engine object (default a FakeEngine); ``factory``: the real thing."""
+        if factory is None:
+            engine = engine if engine is not None else FakeEngine()
+            factory = lambda profile, settings: engine  # noqa: E731
+        window = MainWindow(StudioPrefs.load(), engine_factory=factory)
         window.fake_engine = engine
         windows.append(window)
         window.show()
         qtbot.waitExposed(window)
         if project is not None:
             if wait_engine:
-                with qtbot.waitSignal(window.engine_prepared, timeout=20000):
-                    store = run(window.open_project(project))
+                with qtbot.waitSignal(window.engine_prepared, timeout=int(timeout_s * 1000)):
+                    store = run(window.open_project(project), timeout=timeout_s)
             else:
-                store = run(window.open_project(project))
+                store = run(window.open_project(project), timeout=timeout_s)
             assert store is not None, window.message_bar.texts()
         return window
 
