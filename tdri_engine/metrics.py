@@ -28,8 +28,9 @@ Weights are read only from ``.safetensors``; nothing is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,6 +66,20 @@ def _require_folder(path: Path, spec: Any, default_role: str, hint: str) -> Path
     return path
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No transformers progress bars while tiny or cached weights load (they flood the CLI)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _require_safetensors(path: Path, role: str) -> None:
     """Weights are read only from .safetensors: a pickled checkpoint can run code when loaded."""
     if not any(path.glob("*.safetensors")):
@@ -95,6 +110,11 @@ def _as_rgb(image: Any, what: str = "image") -> Image.Image:
 
 def _clip01(x: float) -> float:
     """Cosine to the 0-1 CLIP-score scale (see the module docstring)."""
+    if x != x:  # NaN: the model overflowed in this dtype; a score of 0 would hide it
+        raise ModelBroken(
+            "A scoring model returned NaN (its numbers overflowed in this precision).",
+            "Set dtype to bf16 or fp32 in Settings.",
+        )
     return float(min(1.0, max(0.0, x)))
 
 
@@ -104,6 +124,19 @@ def printable(text: str) -> str:
 
     kept = "".join(ch if unicodedata.category(ch)[0] != "C" or ch in "\n\t" else " " for ch in text)
     return " ".join(kept.split())
+
+
+def _unit(feats: torch.Tensor, what: str) -> torch.Tensor:
+    """L2-normalised rows; a vanished (all-zero) or NaN feature is refused, not scored as 0."""
+    import torch
+
+    norms = feats.norm(dim=-1)
+    if not bool(torch.isfinite(norms).all()) or bool((norms < 1e-12).any()):
+        raise ModelBroken(
+            f"The {what} model's features vanished or overflowed in this precision ({feats.dtype}).",
+            "Set dtype to bf16 or fp32 in Settings.",
+        )
+    return feats / norms.unsqueeze(-1)
 
 
 def _short(text: str, n: int = 40) -> str:
@@ -180,7 +213,7 @@ class _HfClipBackend:
         )
 
     def count_tokens(self, text: str) -> int:
-        return len(self.processor.tokenizer(text)["input_ids"])
+        return len(self.processor.tokenizer(text, verbose=False)["input_ids"])
 
 
 class ClipScorer:
@@ -207,7 +240,7 @@ class ClipScorer:
         pics = [_as_rgb(im) for im in images]
         with torch.inference_mode():
             feats = self._backend.image_features(pics).float()
-        return torch.nn.functional.normalize(feats, dim=-1)
+        return _unit(feats, self.name)
 
     def embed_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, tuple[str, ...]]:
         """L2-normalised text embeddings and the truncation warnings for these texts."""
@@ -217,7 +250,7 @@ class ClipScorer:
         warnings = self.truncation_warnings(texts)
         with torch.inference_mode():
             feats = self._backend.text_features(texts).float()
-        return torch.nn.functional.normalize(feats, dim=-1), warnings
+        return _unit(feats, self.name), warnings
 
     def truncation_warnings(self, texts: Sequence[str]) -> tuple[str, ...]:
         """One warning per text longer than CLIP's context (those are cut before scoring)."""
@@ -324,7 +357,10 @@ def load_clip(path: Path, spec: SpecLike, device: torch.device, dtype: torch.dty
         else:
             from transformers import CLIPModel, CLIPProcessor
 
-            model = CLIPModel.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
+            with quiet_progress():
+                model = CLIPModel.from_pretrained(
+                    path, dtype=dtype, local_files_only=True, use_safetensors=True
+                )
             processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
             backend = _HfClipBackend(model.to(device).eval(), processor, device, dtype)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
@@ -357,7 +393,7 @@ class BlipScorer:
         if not isinstance(text, str):
             raise BadInput(f"Expected text, got {type(text).__name__}.", "Pass a string.")
         tok = self.processor.tokenizer
-        n = len(tok(text)["input_ids"])
+        n = len(tok(text, verbose=False)["input_ids"])
         self.last_warnings = (
             (truncation_warning("BLIP", text, n, self.context_length),) if n > self.context_length else ()
         )
@@ -374,7 +410,7 @@ class BlipScorer:
                 encoder_attention_mask=image_atts,
             ).last_hidden_state
             logits = self.model.itm_head(hidden[:, 0, :]).float()
-        return float(torch.softmax(logits, dim=-1)[0, 1])
+        return _clip01(float(torch.softmax(logits, dim=-1)[0, 1]))  # a probability; NaN refused
 
     def image_image(self, a: Any, b: Any) -> float:
         """I2I BLIP score: cosine of BLIP's projected image features (0-1, clipped at 0)."""
@@ -382,7 +418,7 @@ class BlipScorer:
 
         with torch.inference_mode():
             embeds = self.model.vision_model(pixel_values=self._pixels([a, b]))[0]
-            feats = torch.nn.functional.normalize(self.model.vision_proj(embeds[:, 0, :]).float(), dim=-1)
+            feats = _unit(self.model.vision_proj(embeds[:, 0, :]).float(), "BLIP")
         self.last_warnings = ()
         return _clip01(float(feats[0] @ feats[1]))
 
@@ -400,9 +436,10 @@ def load_blip(path: Path, spec: SpecLike, device: torch.device, dtype: torch.dty
     try:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-        model = BlipForImageTextRetrieval.from_pretrained(
-            path, dtype=dtype, local_files_only=True, use_safetensors=True
-        )
+        with quiet_progress():
+            model = BlipForImageTextRetrieval.from_pretrained(
+                path, dtype=dtype, local_files_only=True, use_safetensors=True
+            )
         processor = BlipProcessor.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise _broken(role, path, exc, fix) from exc

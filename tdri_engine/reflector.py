@@ -138,7 +138,7 @@ def _clean_caption(text: str) -> str:
 def load_captioner(path: Path, spec: Any, device: torch.device, dtype: torch.dtype) -> Captioner:
     """Loader of the ``vlm`` role: any transformers image-text-to-text folder
     (AutoModelForImageTextToText + AutoProcessor; e.g. Qwen/Qwen2-VL-2B-Instruct)."""
-    from .metrics import _broken, _require_folder, _require_safetensors, _role
+    from .metrics import _broken, _require_folder, _require_safetensors, _role, quiet_progress
 
     role = _role(spec, "vlm")
     fix = (
@@ -152,9 +152,10 @@ def load_captioner(path: Path, spec: Any, device: torch.device, dtype: torch.dty
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=dtype, local_files_only=True, use_safetensors=True
-        )
+        with quiet_progress():
+            model = AutoModelForImageTextToText.from_pretrained(
+                path, dtype=dtype, local_files_only=True, use_safetensors=True
+            )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise _broken(role, path, exc, fix) from exc
     max_new = int(default_templates().vlm.get("max_new_tokens", 40))

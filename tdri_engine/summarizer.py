@@ -529,7 +529,7 @@ class LocalLLM:
 def load_llm(path: Path, spec: Any, device: torch.device, dtype: torch.dtype) -> LocalLLM:
     """Loader of the ``llm`` role: any local transformers causal LM folder with its tokenizer
     (AutoModelForCausalLM + AutoTokenizer, e.g. Qwen/Qwen2.5-1.5B-Instruct)."""
-    from .metrics import _broken, _require_folder, _require_safetensors, _role
+    from .metrics import _broken, _require_folder, _require_safetensors, _role, quiet_progress
 
     role = _role(spec, "llm")
     fix = (
@@ -543,9 +543,10 @@ def load_llm(path: Path, spec: Any, device: torch.device, dtype: torch.dtype) ->
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, local_files_only=True, use_safetensors=True
-        )
+        with quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, local_files_only=True, use_safetensors=True
+            )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise _broken(role, path, exc, fix) from exc
     return LocalLLM(model.to(device).eval(), tokenizer, device, name=f"{role} model")

@@ -298,6 +298,8 @@ def build_blip(out: Path, seed: int = DEMO_SEED) -> Path:
             "num_attention_heads": 2,
             "image_size": _IMAGE_SIZE,
             "patch_size": 16,
+            # BlipVisionConfig's default (1e-10) gives features of ~1e-6, which vanish in fp16
+            "initializer_range": 0.02,
         },
         projection_dim=32,
         image_text_hidden_size=32,
@@ -336,6 +338,8 @@ def build_language_models(
             f"Unknown language demo roles: {', '.join(unknown)}.",
             f"Use some of: {', '.join(LANGUAGE_ROLES)}.",
         )
+    from ..metrics import quiet_progress
+
     # the VLM and the LM share one tokenizer (trained once, 0.1 s)
     qwen_tok = _qwen_tokenizer() if {"vlm", "llm"} & set(wanted) else None
     builders: dict[str, Callable[[Path], Path]] = {
@@ -349,7 +353,7 @@ def build_language_models(
         if on_progress is not None:
             on_progress(role, i, len(wanted))
         final = dest / role
-        with _atomic_folder(final) as tmp:
+        with _atomic_folder(final) as tmp, quiet_progress():
             builders[role](tmp)
             _mark_demo(tmp, role)
         done[role] = final

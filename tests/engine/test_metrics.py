@@ -167,3 +167,15 @@ def test_a_broken_folder_says_which_role_and_where(language_models, tmp_path: Pa
         load_blip(folder, RoleSpec("blip", "blip-itm", str(folder)), CPU, FP32)
     assert "blip" in info.value.message and str(folder) in info.value.message
     assert info.value.what_to_do
+
+
+def test_features_that_vanish_are_refused_not_scored_zero(language_models) -> None:
+    """fp16 can flush a model's features to zero; a cosine of 0 would then look like a real score."""
+    folder = language_models["blip"]
+    blip = load_blip(folder, RoleSpec("blip", "blip-itm", str(folder)), CPU, FP32)
+    with torch.no_grad():
+        blip.model.vision_proj.weight.zero_()
+        blip.model.vision_proj.bias.zero_()
+    with pytest.raises(ModelBroken) as info:
+        blip.image_image(picture(0), picture(1))
+    assert "bf16 or fp32" in info.value.what_to_do
