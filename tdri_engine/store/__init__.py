@@ -12,6 +12,7 @@ Public API::
 
 Images: ``save_png``, ``read_provenance``, ``load_image_checked`` (``images.py``).
 Exports: ``annotations_jsonl``, ``pair_html`` (``export.py``).
+Sample project: ``build_sample(root, force=False)`` (``sample.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .project import (
     open_project,
     slugify,
 )
+from .sample import build_sample
 
 __all__ = [
     "MIGRATIONS",
@@ -38,6 +40,7 @@ __all__ = [
     "ProjectStore",
     "RecoveryReport",
     "annotations_jsonl",
+    "build_sample",
     "create_project",
     "list_projects",
     "load_image_checked",

@@ -48,7 +48,7 @@ from .fsutil import (
     unique_path,
     write_file_synced,
 )
-from .images import DEFAULT_MAX_PIXELS, load_image_checked, provenance_of, save_png
+from .images import load_image_checked, provenance_of, save_png
 from .migrations import SCHEMA_VERSION, migrate
 
 if TYPE_CHECKING:
@@ -531,7 +531,7 @@ class ProjectStore:
     def load_image(self, record_or_id: ImageRecord | str) -> PILImage.Image:
         """The image as RGB; BadInput kind ``image-missing`` naming the path when it is gone."""
         path = self.image_path(record_or_id)
-        image, _ = load_image_checked(path, max_pixels=max(DEFAULT_MAX_PIXELS, 0))
+        image, _ = load_image_checked(path)
         return image
 
     def add_image(self, image: PILImage.Image, record: ImageRecord) -> ImageRecord:
@@ -828,7 +828,7 @@ def open_project(path: Path, *, read_only: bool = False, compact_every: int | No
     (``project-locked``), folder read-only (``project-read-only``), damaged beyond repair
     (``project-damaged``).
     """
-    path = Path(path)
+    path = Path(path).absolute()  # image paths and exports then say where things really are
     if not path.is_dir():
         raise ProjectError(
             f"There is no project folder at {path}.",
