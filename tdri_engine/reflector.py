@@ -310,9 +310,12 @@ class Reflector:
     def options(self, aspect: str, prompt: str) -> tuple[str, ...]:
         """One-click answers for the aspect, minus those the prompt already states."""
         spec = self.templates.questions["aspects"][aspect]
-        said = prompt.casefold()
         limit = int(self.templates.questions.get("max_options", 6))
-        return tuple(o for o in spec.get("options", []) if o.casefold() not in said)[:limit]
+
+        def stated(option: str) -> bool:
+            return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", prompt, re.IGNORECASE) is not None
+
+        return tuple(o for o in spec.get("options", []) if not stated(o))[:limit]
 
     def template_question(self, aspect: str, prompt: str) -> str:
         spec = self.templates.questions["aspects"][aspect]

@@ -4,7 +4,8 @@ Two implementations behind one interface (:class:`Summarizer`):
 
 * :class:`StructuredSummarizer` needs no weights. It keeps one slot per aspect (``settings.ASPECTS``),
   merges each answer into the slot of its aspect and renders a prompt that states every filled
-  slot. Free feedback is split into slots by the keyword lists in
+  slot. (An answer that plainly names another aspect by itself, such as a bare colour given to a
+  style question, goes to that aspect's slot, and the summary notes it.) Free feedback is split into slots by the keyword lists in
   ``resources/templates/keywords.json``; words the lists do not know go to Content (a first
   prompt) or Others (later feedback), in whatever language they were written.
 * :class:`LLMSummarizer` asks a local chat model (any transformers causal LM, through
@@ -194,6 +195,21 @@ class PromptParser:
 
     def is_pure_material(self, text: str) -> bool:
         return self._only(text, "materials", "patterns", extra=("and",))
+
+    def is_pure_perspective(self, text: str) -> bool:
+        return self._only(text, "perspectives")
+
+    def evident_aspect(self, text: str) -> str | None:
+        """The aspect a short answer plainly names by itself ("red" -> Color), if any."""
+        for aspect, test in (
+            ("Color", self.is_pure_color),
+            ("Size", self.is_pure_size),
+            ("Perspective", self.is_pure_perspective),
+            ("Others", self.is_pure_material),
+        ):
+            if test(text):
+                return aspect
+        return None
 
     def _starts_with(self, rx: re.Pattern[str], text: str) -> re.Match[str] | None:
         m = rx.match(text)
@@ -614,7 +630,7 @@ class StructuredSummarizer:
             elif kind == "answer":
                 aspect = previous.question_aspect if previous is not None else None
                 if aspect in ASPECTS:
-                    self.parser.merge(slots, aspect, turn.user_input)
+                    self.parser.merge(slots, self.answer_aspect(aspect, turn.user_input), turn.user_input)
                 else:
                     self._apply_feedback(slots, turn.user_input)
             elif kind == "feedback":
@@ -634,6 +650,12 @@ class StructuredSummarizer:
             for phrase in phrases:
                 self.parser.merge(slots, aspect, phrase)
 
+    def answer_aspect(self, asked: str, text: str) -> str:
+        """The slot an answer goes to: the aspect asked about, unless the answer is plainly about
+        another one by itself (a bare colour given to a style question goes to Color)."""
+        evident = self.parser.evident_aspect(text)
+        return evident if evident is not None else asked
+
     # -- the interface -------------------------------------------------------------------------
     def summarize(self, turns: list[DialogueTurn], reply: SummarizerInput, current_prompt: str) -> Summary:
         if isinstance(reply, str):  # round 0: the user's prompt, as typed
@@ -651,12 +673,16 @@ class StructuredSummarizer:
             if not prompt:
                 raise BadInput("The edited prompt is empty.", "Type the prompt you want, or skip.")
             return Summary(prompt, history_prompt, prompt, _flat(self.parser.parse(prompt)))
+        notes: tuple[str, ...] = ()
         if isinstance(reply, Answer):
             text = _check_text(reply.text, "answer")
             if reply.aspect not in ASPECTS:
                 raise BadInput(f"Unknown aspect '{reply.aspect}'.", f"Use one of: {', '.join(ASPECTS)}.")
+            aspect = self.answer_aspect(reply.aspect, text)
+            if aspect != reply.aspect:
+                notes = (f"'{text}' reads as {aspect}, not {reply.aspect}; it was put with {aspect}.",)
             if text:
-                self.parser.merge(slots, reply.aspect, text)
+                self.parser.merge(slots, aspect, text)
         elif isinstance(reply, Feedback):
             text = _check_text(reply.text, "feedback")
             self._apply_feedback(slots, text)
@@ -665,7 +691,7 @@ class StructuredSummarizer:
                 f"Unknown reply {type(reply).__name__}.", "Answer, skip, give feedback or edit the prompt."
             )
         prompt = self.parser.render(slots) or history_prompt or current_prompt
-        return Summary(prompt, history_prompt, text, _flat(slots))
+        return Summary(prompt, history_prompt, text, _flat(slots), notes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -188,6 +188,8 @@ def test_template_questions_offer_one_click_answers_not_already_in_the_prompt() 
     q, warnings = r.question("Color", "a red dress", CAPTIONS, {a: 0.5 for a in ASPECTS}, 0.5)
     assert warnings == () and q.aspect == "Color" and "the dress" in q.text and q.text.endswith("?")
     assert "navy" in q.options and "red" not in q.options and len(q.options) <= 6
+    tired, _ = r.question("Color", "a tired model in a coat", CAPTIONS, {}, 0.5)
+    assert "red" in tired.options  # whole words only: "tired" does not state "red"
     chinese, _ = r.question("Background", "一条红色的裙子 👗", CAPTIONS, {}, 0.5)
     assert "一条红色的裙子 👗" in chinese.text
     nothing, _ = r.question("Style", "", CAPTIONS, {}, 0.5)

@@ -318,3 +318,18 @@ def test_templates_are_read_from_resources(tmp_path: Path) -> None:
     with pytest.raises(TdriError) as info:
         load_templates(tmp_path)
     assert "keywords.json" in info.value.message and info.value.what_to_do
+
+
+def test_a_bare_colour_given_to_a_style_question_is_kept_as_the_colour() -> None:
+    d = Dialogue(StructuredSummarizer(), "a dress")
+    d.ask("Style")
+    s = d.reply(Answer("Style", "red"))
+    assert s.prompt == "a red dress" and s.slots["Color"] == "red" and s.slots["Style"] == ""
+    assert s.warnings == ("'red' reads as Color, not Style; it was put with Color.",)
+    d.ask("Perspective")
+    assert d.reply(Answer("Perspective", "silk")).prompt == "a red silk dress"
+    d.ask("Style")  # a style answer that is not a bare keyword of another aspect stays a style
+    s = d.reply(Answer("Style", "like a 1950s housewife"))
+    assert s.slots["Style"] == "like a 1950s housewife" and s.warnings == ()
+    d.ask("Color")  # and the replay of the recorded dialogue routes the same way
+    assert d.reply(Skip()).slots["Color"] == "red"
