@@ -32,6 +32,9 @@ from .models import ModelProfile, ModelRegistry, RoleStatus, check_profile, load
 from .records import Choice, Dialogue, DialogueTurn, ImageRecord, PreferencePair
 from .settings import ASPECTS, EngineSettings
 
+DEMO_NOTICE = (
+    "Running on the demo profile: tiny models with random weights. The loop is real, the images are noise."
+)
 SEED_RANGE = 2**31  # new seeds stay in int32: some front-ends and exports cannot hold more
 
 
@@ -142,9 +145,16 @@ class Engine:
         task_id: str | None = None,
         dialogue_id: str | None = None,
         on_event: EventSink | None = None,
+        settings: EngineSettings | None = None,
     ) -> RefinementSession:
-        """A dialogue bound to ``store``; ``dialogue_id`` reopens a past dialogue from the store."""
-        return RefinementSession(self, store, task_id=task_id, dialogue_id=dialogue_id, on_event=on_event)
+        """A dialogue bound to ``store``; ``dialogue_id`` reopens a past dialogue from the store.
+
+        Settings are the project's (``store.settings``) unless ``settings`` overrides them for
+        this session only (the CLI's --steps and --size).
+        """
+        return RefinementSession(
+            self, store, task_id=task_id, dialogue_id=dialogue_id, on_event=on_event, settings=settings
+        )
 
     def train(
         self, store: Any, *, cancel: CancelToken | None = None, on_event: EventSink | None = None
@@ -225,12 +235,13 @@ class RefinementSession:
         task_id: str | None = None,
         dialogue_id: str | None = None,
         on_event: EventSink | None = None,
+        settings: EngineSettings | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.task_id = task_id
         self.emit: EventSink = on_event or ev.ignore_events
-        self.settings, notes = engine.session_settings(store.settings)
+        self.settings, notes = engine.session_settings(settings or store.settings)
         self._notes = notes
         self._summarizer: Any = None
         self._reflector: Any = None
@@ -246,9 +257,7 @@ class RefinementSession:
                 f"'{engine.profile_name}'."
             )
         if engine.is_demo:
-            self._notes.append(
-                "Running on the demo profile: tiny models with random weights. The loop is real, the images are noise."
-            )
+            self._notes.append(DEMO_NOTICE)
         if dialogue_id is not None:
             self._reopen(dialogue_id)
         _emit_all(self.emit, [ev.Warning_(n) for n in self._notes])

@@ -1,0 +1,95 @@
+"""``tdri models``: build the demo models, and check which models a profile finds on this machine.
+
+    tdri models demo [--dest DIR] [--force]
+    tdri models check [--profile NAME]
+
+``check`` prints one row per role (kind, source, found or missing, where it looked, how to
+fix) and exits 0 only when every required role is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="build the demo models, check which models a profile finds",
+        description="Model weights: the tiny demo models and the models check.",
+    )
+    sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="build the demo profile's tiny random models (offline, a few seconds)",
+        description="Build tiny models with random weights for every role, so the whole loop runs "
+        "on a machine without real weights. The images they make are noise.",
+    )
+    demo.add_argument(
+        "--dest", type=Path, default=None, help="folder to build into (default: <TDRI_HOME>/models/demo)"
+    )
+    demo.add_argument("--force", action="store_true", help="rebuild even the models that are already there")
+    demo.set_defaults(func=_demo)
+    check = sub.add_parser(
+        "check",
+        help="list each role of a profile: found where, or missing and how to provide it",
+        description="Resolve every role of a model profile offline and report what is missing.",
+    )
+    check.add_argument("--profile", default="sd15", help="profile name or profile JSON path (default: sd15)")
+    check.set_defaults(func=_check)
+    parser.set_defaults(func=lambda args: _help(parser))
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import build_demo_models
+    from .paths import demo_models_dir
+
+    dest = args.dest or demo_models_dir()
+    print(f"Building the demo models (tiny, random weights) into {dest} ...", file=sys.stderr)
+    start = time.monotonic()
+    built = build_demo_models(
+        dest,
+        force=args.force,
+        on_progress=lambda step, total, msg: print(f"  [{step}/{total}] {msg}", file=sys.stderr),
+    )
+    for role, path in built.items():
+        print(f"{role:<11} {path}")
+    print(f"Done in {time.monotonic() - start:.1f} s. Use them with --profile demo.", file=sys.stderr)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .models import check_profile, load_profile
+
+    profile = load_profile(args.profile)
+    statuses = check_profile(profile)
+    print(f"Profile '{profile.name}'" + (" (demo: tiny random models)" if profile.is_demo else ""))
+    if profile.description:
+        print(f"  {profile.description}")
+    width = max(len(s.source) for s in statuses)
+    print(f"{'role':<11} {'kind':<19} {'source':<{width}}  status")
+    for s in statuses:
+        state = "found" if s.found else ("MISSING" if s.required else "missing (optional)")
+        print(f"{s.role:<11} {s.kind:<19} {s.source:<{width}}  {state}")
+        if s.found:
+            print(f"{'':<11} at {s.path}")
+        else:
+            for place in s.looked_in:
+                print(f"{'':<11} looked in {place}")
+            if s.reason:
+                print(f"{'':<11} {s.reason}")
+            print(f"{'':<11} fix: {s.what_to_do}")
+    missing = [s.role for s in statuses if s.required and not s.found]
+    if missing:
+        print(f"Missing required roles: {', '.join(missing)}.", file=sys.stderr)
+        return 1
+    print("All required models were found.")
+    return 0
