@@ -14,9 +14,10 @@ from tdri_engine.records import Dialogue, DialogueTurn, ImageRecord
 from tdri_engine.store import open_project, read_provenance
 
 
-def _tdri() -> str:
+def _tdri() -> list[str]:
+    """The installed `tdri` script beside this Python, else the same entry point as a module."""
     script = Path(sys.executable).with_name("tdri")
-    return str(script) if script.exists() else "tdri"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tdri_engine.cli"]
 
 
 def test_refine_reads_answers_from_a_pipe_and_leaves_three_rounds(demo_home: Path, tmp_path: Path):
@@ -24,7 +25,7 @@ def test_refine_reads_answers_from_a_pipe_and_leaves_three_rounds(demo_home: Pat
     env = dict(os.environ, TDRI_HOME=str(demo_home), HF_HUB_OFFLINE="1")
     done = subprocess.run(
         [
-            _tdri(),
+            *_tdri(),
             "refine",
             "--project",
             "scratch/p",

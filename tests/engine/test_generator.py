@@ -103,7 +103,7 @@ def test_cancel_during_generation_stops_within_one_step(gen):
 def test_a_short_prompt_is_encoded_exactly_as_the_pipeline_would(gen):
     pipe = gen.base_pipeline()
     ours = encode_prompt(pipe, "a red dress", "blurry")
-    theirs, theirs_neg = pipe.encode_prompt("a red dress", torch.device("cpu"), 1, True, "blurry")
+    theirs, theirs_neg = pipe.encode_prompt("a red dress", pipe._execution_device, 1, True, "blurry")
     assert ours.warnings == ()
     assert torch.allclose(ours.prompt_embeds, theirs) and torch.allclose(
         ours.negative_prompt_embeds, theirs_neg

@@ -24,7 +24,8 @@ def controlnet_inputs(demo_engine):
     seen: list[torch.Tensor] = []
     model = demo_engine.registry.get("controlnet")
     handle = model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["controlnet_cond"].detach().clone()), with_kwargs=True
+        lambda module, args, kwargs: seen.append(kwargs["controlnet_cond"].detach().float().cpu()),
+        with_kwargs=True,
     )
     yield seen
     handle.remove()
@@ -74,7 +75,9 @@ def test_four_rounds_keep_round_0s_pose_in_every_later_round(posed_engine, tiny_
     kept = torch.from_numpy(kept).permute(2, 0, 1)
     for cond in controlnet_inputs:  # the same smoothed map, round after round (CFG doubles it)
         assert cond.shape == (2, 3, 64, 64)
-        assert torch.allclose(cond[0], kept, atol=1e-6) and torch.allclose(cond[1], kept, atol=1e-6)
+        assert torch.allclose(cond[0], kept, atol=1e-3) and torch.allclose(
+            cond[1], kept, atol=1e-3
+        )  # fp16 on GPUs
     assert np.asarray(session.pose_map).any() and all(r.pose_found for r in results)
 
     # everything is in the project: one dialogue, four turns, four images with provenance
