@@ -25,7 +25,7 @@ from tdri_engine.records import Annotation, Choice, ImageRecord, PreferencePair,
 
 from .observable import observable
 from .tags import META_KEY as TAGS_META_KEY
-from .tags import TagVocabulary, normalise_tag
+from .tags import TagVocabulary, guess_set, normalise_tag
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class AnnotationModel(QObject):
         self.undo_stack.clear()
         self._dirty.clear()
         self._current = None
+        self._tasks = store.all(Task)
         self._vocabulary = self._read_vocabulary(store)
         self.vocabulary_changed.emit(self._vocabulary)
         self.reload_tasks()
@@ -186,7 +187,10 @@ class AnnotationModel(QObject):
     def _read_vocabulary(self, store: Any) -> TagVocabulary:
         vocab = TagVocabulary.from_meta(store.get_meta(TAGS_META_KEY))
         if vocab is None:
-            vocab = TagVocabulary.from_set(store.get_meta("tag_set", "general") or "general")
+            name = store.get_meta("tag_set") or guess_set(
+                [f"{t.category} {t.name}" for t in self._tasks[:200]]
+            )
+            vocab = TagVocabulary.from_set(name)
         return vocab
 
     # ------------------------------------------------------------------ read access

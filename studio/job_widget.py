@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from .jobs import Job, JobQueue, JobState
 
@@ -17,6 +17,7 @@ class JobProgress(QWidget):
         kinds: tuple[str, ...] | None = None,
         idle_text: str = "Ready",
         name: str = "jobProgress",
+        compact: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -26,17 +27,21 @@ class JobProgress(QWidget):
         self.kinds = kinds
         self.idle_text = idle_text
         self._job: Job | None = None
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        # compact: label above the bar, for narrow side panels
+        outer = QVBoxLayout(self) if compact else QHBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
         self.label = QLabel(idle_text)
         self.label.setObjectName(f"{name}Label")
-        self.label.setMinimumWidth(160)
-        layout.addWidget(self.label, 1)
+        self.label.setWordWrap(compact)
+        outer.addWidget(self.label, 1)
+        layout = QHBoxLayout()
+        layout.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(layout)
         self.bar = QProgressBar()
         self.bar.setObjectName(f"{name}Bar")
         self.bar.setAccessibleName("Step count")
-        self.bar.setMinimumWidth(180)
-        self.bar.setMaximumWidth(320)
+        self.bar.setMinimumWidth(80 if compact else 160)
+        self.bar.setMaximumWidth(16777215 if compact else 320)
         self.bar.setFormat("idle")
         self.bar.setValue(0)
         layout.addWidget(self.bar)
@@ -48,6 +53,7 @@ class JobProgress(QWidget):
         layout.addWidget(self.cancel_button)
         queue.job_changed.connect(self._on_job)
         queue.active_changed.connect(self._on_active)
+        self._idle()
 
     @property
     def job(self) -> Job | None:
@@ -77,6 +83,9 @@ class JobProgress(QWidget):
             self.label.setText(f"Queued: {job.label}")
 
     def _render(self, job: Job) -> None:
+        if not self.bar.isVisible():  # a relayout per progress step would cost more than the step
+            self.bar.setVisible(True)
+            self.cancel_button.setVisible(True)
         text = job.label
         if job.message:
             text += f" — {job.message}"
@@ -97,6 +106,9 @@ class JobProgress(QWidget):
         self.bar.setValue(0)
         self.bar.setFormat("idle")
         self.cancel_button.setEnabled(False)
+        # an empty bar and a dead button say nothing: show them only while a job runs
+        self.bar.setVisible(False)
+        self.cancel_button.setVisible(False)
         if job is not None and job.state is JobState.FAILED:
             self.label.setText(f"Failed: {job.label}")
         elif job is not None and job.state is JobState.CANCELLED:

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from tdri_engine import paths
 from tdri_engine.errors import ProjectError, TdriError
-from tdri_engine.events import Error
+from tdri_engine.events import Error, Progress
 from tdri_engine.settings import EngineSettings
 
 from . import shortcuts
@@ -64,6 +64,28 @@ def real_engine_factory(profile: str, settings: EngineSettings) -> Any:
     from tdri_engine.session import Engine
 
     return Engine(profile=profile, settings=settings)
+
+
+WARM_UP_MODULES = ("torch", "transformers", "diffusers")
+
+
+def warm_up(ctx: WorkerContext) -> None:
+    """Import the engine's heavy libraries now, while the user looks at the project.
+
+    Their C extensions hold the GIL for long stretches while they initialise (up to a second
+    here), which the GUI thread would feel as a freeze in the middle of the first round.
+    """
+    import importlib
+
+    for i, name in enumerate(WARM_UP_MODULES):
+        ctx.check_cancelled()
+        ctx.emit(Progress("load", i, len(WARM_UP_MODULES), f"importing {name}"))
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # the round will say what is missing, with what to do
+            log.warning("warm-up import of %s failed: %s", name, exc)
+            return
+    ctx.emit(Progress("load", len(WARM_UP_MODULES), len(WARM_UP_MODULES), "ready"))
 
 
 class NewProjectDialog(QDialog):
@@ -201,7 +223,10 @@ class MainWindow(QMainWindow):
             ensure = getattr(engine, "ensure_models", None)
             if callable(ensure):
                 ensure(on_event=ctx.emit)
-            return list(engine.check_models())
+            statuses = list(engine.check_models())
+            if type(engine).__module__.startswith("tdri_engine."):
+                warm_up(ctx)
+            return statuses
 
         def done(job: Job) -> None:
             if job.state is not JobState.FINISHED:
@@ -358,6 +383,13 @@ class MainWindow(QMainWindow):
         self.message_bar.show_error(error)
 
     def show_message(self, level: str, text: str) -> None:
+        if (
+            level == "note"
+            and self.demo_banner.isVisible()
+            and "demo profile" in text.lower()
+            and "random" in text
+        ):
+            return  # the banner already says it
         if level == "warning":
             self.message_bar.show_warning(text)
         elif level == "error":

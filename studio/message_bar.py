@@ -54,6 +54,10 @@ class MessageItem(QFrame):
         return f"{self.title}\n{self.detail}".strip()
 
 
+def _rank(level: str) -> int:
+    return {"info": 0, "warning": 1, "error": 2}.get(level, 0)
+
+
 def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "<br>")
 
@@ -106,10 +110,13 @@ class MessageBar(QWidget):
             self.dismiss(item)
 
     def _add(self, level: str, title: str, detail: str) -> MessageItem:
-        # The same message twice in a row (a retried save) shows once.
-        for item in self._items:
-            if (item.level, item.title, item.detail) == (level, title, detail):
-                return item
+        # The same message twice (a retried save) shows once; a note that becomes a warning
+        # (a round's warning first announced as an event) is replaced, not doubled.
+        for item in list(self._items):
+            if (item.title, item.detail) == (title, detail):
+                if item.level == level or _rank(item.level) > _rank(level):
+                    return item
+                self.dismiss(item)
         item = MessageItem(level, title, detail, self)
         item.dismissed.connect(self.dismiss)
         self._items.insert(0, item)

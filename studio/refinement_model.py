@@ -69,6 +69,7 @@ class RoundView:
     pose_found: bool = False
     image: QImage | None = None
     thumb: QImage | None = None
+    pose_map: QImage | None = None  # round 0 only: the smoothed pose map kept for later rounds
     label: str = ""  # shown under the thumbnail
 
     @property
@@ -147,6 +148,23 @@ def round_from_result(result: api.RoundResult, tau: float | None = None) -> Roun
     )
 
 
+def after_round(store: Any, session: Any, result: api.RoundResult, tau: float | None) -> RoundView:
+    """Engine-thread work after a round: decode its images, remember the dialogue. Keeping
+    this off the GUI thread matters: a project.json write is an fsync (tens of ms on a busy disk)."""
+    view = round_from_result(result, tau)
+    dialogue = getattr(session, "dialogue", None)
+    pose_file = getattr(dialogue, "pose_file", None)
+    if result.round == 0 and pose_file:
+        view.pose_map = read_qimage(store.path / pose_file, 1024)
+    dialogue_id = getattr(session, "dialogue_id", None)
+    if dialogue_id and store.get_meta("last_dialogue_id") != dialogue_id:
+        try:
+            store.set_meta("last_dialogue_id", dialogue_id)
+        except Exception as exc:  # remembering the dialogue is a convenience, not the work
+            log.warning("could not remember the dialogue: %s", exc)
+    return view
+
+
 def rounds_from_store(store: Any, dialogue_id: str, tau: float | None) -> list[RoundView]:
     """A dialogue's rounds from the project's records (no engine needed). Any thread."""
     turns = store.find(DialogueTurn, lambda d: d.get("dialogue_id") == dialogue_id)
@@ -199,7 +217,13 @@ def personalisation_status(store: Any, every: int) -> Personalisation:
     try:
         from tdri_engine.optimizer import adapters, schedule
     except ImportError as exc:  # an engine build without the optimizer: say so, don't guess
-        return Personalisation(every=every, available=False, note=f"Personalisation is not available: {exc}")
+        log.info("personalisation unavailable: %s", exc)
+        return Personalisation(
+            every=every,
+            available=False,
+            note="Personalisation needs the preference optimizer (tdri_engine.optimizer.adapters and "
+            "schedule), which this build does not include. Choices are still recorded.",
+        )
     remaining = schedule.choices_until_update(store, every)
     return Personalisation(
         remaining=int(remaining),
@@ -336,7 +360,7 @@ class RefinementModel(QObject):
         def work(ctx: WorkerContext) -> tuple[Any, RoundView]:
             session = ctx.engine.open_session(store, on_event=sink)
             result = session.start(prompt, seed=seed, cancel=ctx.cancel)
-            return session, round_from_result(result, tau)
+            return session, after_round(store, session, result, tau)
 
         return await self._run_round("Generating round 0", work)
 
@@ -354,7 +378,7 @@ class RefinementModel(QObject):
         def work(ctx: WorkerContext) -> tuple[Any, RoundView]:
             s = session or ctx.engine.open_session(store, dialogue_id=dialogue_id, on_event=sink)
             result = s.refine(reply, cancel=ctx.cancel)
-            return s, round_from_result(result, tau)
+            return s, after_round(store, s, result, tau)
 
         return await self._run_round(label, work)
 
@@ -380,11 +404,8 @@ class RefinementModel(QObject):
             self._round_job = None
         self._session = session
         self.dialogue_id = getattr(session, "dialogue_id", None) or self._dialogue_id
-        if self.store is not None and self.dialogue_id:
-            try:
-                self.store.set_meta("last_dialogue_id", self.dialogue_id)
-            except Exception as exc:  # remembering the dialogue is a convenience, not the work
-                log.warning("could not remember the dialogue: %s", exc)
+        if view.pose_map is not None:
+            self.pose_map = view.pose_map
         previous = self._rounds[-1] if self._rounds else None
         self._set_rounds([*self._rounds, view], view, left=previous)
         self.pending_question = (
@@ -595,12 +616,12 @@ class RefinementModel(QObject):
             for w in event.warnings:
                 self.message.emit("warning", w)
         elif isinstance(event, PoseReady):
-            if event.found and event.pose_map_path:
-                self.pose_map = read_qimage(event.pose_map_path, 1024)
-            elif not event.found:
+            if not event.found:  # the map itself arrives decoded with the round's result
                 self.message.emit("info", event.message or "No person found: the pose is not kept.")
         elif isinstance(event, Warning_):
-            self.message.emit("warning", event.message)
+            # Notes said while a session opens (profile caps, demo notice) are worth a glance;
+            # a round's own warnings come back with its result and stay on screen.
+            self.message.emit("note", event.message)
         elif isinstance(event, AdapterReady):
             level = "warning" if event.suspect else "info"
             text = event.message or f"Adapter {event.version} is ready."

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFrame,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -137,7 +138,7 @@ class RefinementView(QWidget):
         self.question_label.setAccessibleName("Question")
         self.question_label.setWordWrap(True)
         qv.addWidget(self.question_label)
-        self.options_row = QHBoxLayout()
+        self.options_row = QGridLayout()  # three answers a row: long option lists wrap
         self.options_row.setSpacing(4)
         qv.addLayout(self.options_row)
         self.options_hint = QLabel("…or type your answer below and press Refine.")
@@ -220,7 +221,10 @@ class RefinementView(QWidget):
             views.addLayout(box, 1)
         cv.addLayout(views, 1)
         self.round_progress = JobProgress(
-            self.model.bridge.queue, kinds=("round", "compare"), idle_text="", name="roundProgress"
+            self.model.bridge.queue,
+            kinds=("round", "compare"),
+            idle_text="No round running.",
+            name="roundProgress",
         )
         cv.addWidget(self.round_progress)
         choices = QHBoxLayout()
@@ -537,7 +541,7 @@ class RefinementView(QWidget):
             b.setAccessibleName(f"Answer: {opt}")
             b.setToolTip(f"Answer “{opt}” and refine")
             b.clicked.connect(lambda _=False, o=opt: self.answer(o))
-            self.options_row.addWidget(b)
+            self.options_row.addWidget(b, i // 3, i % 3)
             self._option_buttons.append(b)
         self.options_hint.setText(
             "…or type your own answer below and press Refine."
@@ -681,14 +685,16 @@ class RefinementView(QWidget):
                     f"style='padding:6px'><b>You</b> · round {r.round}<br>{html.escape(you)}</td></tr></table>"
                 )
             said = r.system_response or f"Round {r.round} is ready."
-            parts.append(
-                f"<table width='100%'><tr><td bgcolor='#34373d' style='padding:6px'><b>Studio</b> · round {r.round}"
-                f"<br>{html.escape(said)}</td><td></td></tr></table>"
-            )
+            if said != r.question:  # the engine often answers with its question: say it once
+                parts.append(
+                    f"<table width='100%'><tr><td bgcolor='#34373d' style='padding:6px'><b>Studio</b> · "
+                    f"round {r.round}<br>{html.escape(said)}</td><td></td></tr></table>"
+                )
             if r.question:
                 parts.append(
-                    f"<table width='100%'><tr><td bgcolor='#4a3b17' style='padding:6px'><b>Question</b> "
-                    f"({html.escape(r.question_aspect or '')})<br>{html.escape(r.question)}</td><td></td></tr></table>"
+                    f"<table width='100%'><tr><td bgcolor='#4a3b17' style='padding:6px'><b>Studio asks</b> · "
+                    f"round {r.round} · {html.escape(r.question_aspect or '')}<br>{html.escape(r.question)}"
+                    "</td><td></td></tr></table>"
                 )
         self.dialogue_log.setHtml("".join(parts))
         bar = self.dialogue_log.verticalScrollBar()

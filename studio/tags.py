@@ -27,6 +27,14 @@ def normalise_tag(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
 
 
+def guess_set(texts: list[str]) -> str:
+    """The shipped set for a project that never chose one: fashion when its tasks name
+    garments (the sample project does), general otherwise."""
+    garments = set(TagVocabulary.from_set("fashion").groups.get("garment", []))
+    words = {w for t in texts for w in re.split(r"[^a-z-]+", t.lower()) if w}
+    return "fashion" if garments & words else DEFAULT_SET
+
+
 def available_sets() -> dict[str, str]:
     """Shipped tag sets: file stem -> display name."""
     out: dict[str, str] = {}

@@ -1,0 +1,18 @@
+"""Entry point of the packaged build (PyInstaller, see ``build.spec``).
+
+In a frozen app torch is imported before PySide6: both bring native libraries (OpenMP and the
+C++ runtime on Linux, the MSVC runtime DLLs on Windows), and loading torch's first is the
+order known to work in packaged apps. It costs about two seconds before the window shows, in
+the packaged build only; ``tdri-studio`` run from source shows the window first and imports
+torch in the engine thread.
+"""
+
+import sys
+
+if getattr(sys, "frozen", False):
+    import torch  # noqa: F401  (load order only)
+
+from studio.app import main
+
+if __name__ == "__main__":
+    sys.exit(main())
