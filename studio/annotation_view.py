@@ -217,6 +217,7 @@ class ImagePane(QFrame):
         self.header = QLabel(side.title())
         self.header.setObjectName(f"{side}ImageHeader")
         self.header.setProperty("role", "paneHeader")
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout.addWidget(self.header)
         self.view = ImageView(self, name=f"{side}Image", accessible=f"{side.title()} image")
         layout.addWidget(self.view, 1)
@@ -326,6 +327,7 @@ class AnnotationView(QWidget):
         self.task_title.setObjectName("taskTitle")
         self.task_title.setAccessibleName("Current task")
         self.task_title.setProperty("role", "taskTitle")
+        self.task_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         cv.addWidget(self.task_title)
         panes = QHBoxLayout()
         self.panes = [ImagePane(0), ImagePane(1)]

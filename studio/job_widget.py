@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .jobs import Job, JobQueue, JobState
 
@@ -33,6 +41,9 @@ class JobProgress(QWidget):
         self.label = QLabel(idle_text)
         self.label.setObjectName(f"{name}Label")
         self.label.setWordWrap(compact)
+        # a long job message must never widen the window: let the label shrink (and clip)
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.label.setMinimumWidth(120)
         outer.addWidget(self.label, 1)
         layout = QHBoxLayout()
         layout.setContentsMargins(0, 0, 0, 0)
@@ -80,7 +91,11 @@ class JobProgress(QWidget):
             else:
                 self._render(job)
         elif self._job is None and self._wanted(job) and job.state is JobState.QUEUED:
-            self.label.setText(f"Queued: {job.label}")
+            self._set_text(f"Queued: {job.label}")
+
+    def _set_text(self, text: str) -> None:
+        self.label.setText(text)
+        self.label.setToolTip(text)
 
     def _render(self, job: Job) -> None:
         if not self.bar.isVisible():  # a relayout per progress step would cost more than the step
@@ -89,7 +104,7 @@ class JobProgress(QWidget):
         text = job.label
         if job.message:
             text += f" — {job.message}"
-        self.label.setText(text)
+        self._set_text(text)
         if job.total:
             self.bar.setRange(0, job.total)
             self.bar.setValue(job.step)
@@ -110,8 +125,8 @@ class JobProgress(QWidget):
         self.bar.setVisible(False)
         self.cancel_button.setVisible(False)
         if job is not None and job.state is JobState.FAILED:
-            self.label.setText(f"Failed: {job.label}")
+            self._set_text(f"Failed: {job.label}")
         elif job is not None and job.state is JobState.CANCELLED:
-            self.label.setText(f"Cancelled: {job.label}")
+            self._set_text(f"Cancelled: {job.label}")
         else:
-            self.label.setText(self.idle_text)
+            self._set_text(self.idle_text)

@@ -296,6 +296,7 @@ class MainWindow(QMainWindow):
         self.project_label = QLabel("No project")
         self.project_label.setObjectName("projectLabel")
         self.project_label.setAccessibleName("Open project")
+        self.project_label.setMaximumWidth(320)
         sb.addWidget(self.project_label)
         self.profile_label = QLabel("")
         self.profile_label.setObjectName("profileLabel")
@@ -455,8 +456,10 @@ class MainWindow(QMainWindow):
     async def open_initial(self, project: str | None = None) -> Any:
         """At start: the given project, else the last one, else the sample, else a new one."""
         candidates = [project] if project else [self.prefs.last_project]
-        root = self.prefs.projects_root()
-        candidates += [str(root / "sample")]
+        candidates += [
+            str(self.prefs.projects_root() / "sample"),
+            str(paths.default_projects_dir() / "sample"),
+        ]
         for c in candidates:
             if c and Path(c).is_dir():
                 store = await self.open_project(c, quiet=not project)

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTextBrowser,
@@ -215,6 +216,7 @@ class RefinementView(QWidget):
             cap = QLabel("")
             cap.setObjectName(f"{title}CompareCaption")
             cap.setProperty("role", "paneHeader")
+            cap.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             setattr(self, f"{title}_caption", cap)
             box.addWidget(cap)
             box.addWidget(v, 1)
@@ -611,6 +613,7 @@ class RefinementView(QWidget):
             v.set_overlay_visible(on)
 
     def _on_personalisation(self, p: Personalisation) -> None:
+        self.update_bar.setVisible(p.available and p.remaining is not None)
         if not p.available:
             self.update_label.setText(p.note or "Personalisation is not available in this build.")
             for w in (

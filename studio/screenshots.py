@@ -117,10 +117,12 @@ async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = 
 
 
 def _default_project(window: Any) -> Path:
+    from tdri_engine import paths
+
     prefs = window.prefs
-    sample = prefs.projects_root() / "sample"
-    if sample.is_dir():
-        return sample
+    for candidate in (prefs.projects_root() / "sample", paths.default_projects_dir() / "sample"):
+        if candidate.is_dir():
+            return candidate
     if prefs.last_project and Path(prefs.last_project).is_dir():
         return Path(prefs.last_project)
-    raise RuntimeError(f"No project to show: {sample} does not exist. Pass --project PATH.")
+    raise RuntimeError("No project to show: there is no sample project. Pass --project PATH.")

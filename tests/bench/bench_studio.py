@@ -13,7 +13,8 @@ Prints one JSON object:
   for the GIL or for a core (on a shared 2-core machine the latter dominates).
 
 Runs on the real engine with the demo profile (tiny random models, built on first use into
-``TDRI_HOME``); ``--fake`` uses the scripted test engine instead, to measure the studio alone.
+``TDRI_HOME``, by default ``~/.cache/tdri-studio-bench``); ``--fake`` uses the scripted test
+engine instead, to measure the studio alone.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A home of its own (kept between runs, so the demo models are built once): the benchmark
+# must not touch the user's studio preferences or recent projects.
+os.environ.setdefault("TDRI_HOME", str(Path.home() / ".cache" / "tdri-studio-bench"))
 
 
 def launch_to_window(runs: int = 3) -> dict:
