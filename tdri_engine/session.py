@@ -100,6 +100,11 @@ class Engine:
             self._generator = Generator(self.registry, self.settings)
         return self._generator
 
+    def close(self) -> None:
+        """Drop every loaded model (their memory can then be reclaimed); they reload on next use."""
+        self._generator = None
+        self.registry.unload()
+
     def check_models(self) -> list[RoleStatus]:
         return check_profile(self.profile)
 

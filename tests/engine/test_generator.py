@@ -100,6 +100,21 @@ def test_cancel_during_generation_stops_within_one_step(gen):
     assert seen == [1, 2]  # not a single step ran
 
 
+def test_an_extra_step_callback_sees_every_step_and_can_steer_the_latents(gen):
+    # the seam Attend-and-Excite uses: called after each step with the latents and the prompt embeddings
+    seen = []
+
+    def hook(pipe, step, timestep, kwargs):
+        seen.append((step, sorted(kwargs), tuple(kwargs["prompt_embeds"].shape)))
+        return {**kwargs, "latents": torch.zeros_like(kwargs["latents"])}
+
+    steered = gen.generate("a dress", seed=3, extra_step_callback=hook)
+    plain = gen.generate("a dress", seed=3)
+    assert [s[0] for s in seen] == [0, 1, 2, 3]
+    assert seen[0][1] == ["latents", "prompt_embeds"] and seen[0][2] == (2, 77, 32)  # CFG: negative + prompt
+    assert not np.array_equal(_pixels(steered.image), _pixels(plain.image))
+
+
 def test_a_short_prompt_is_encoded_exactly_as_the_pipeline_would(gen):
     pipe = gen.base_pipeline()
     ours = encode_prompt(pipe, "a red dress", "blurry")

@@ -1,0 +1,131 @@
+"""The Generator on a tiny SDXL pipeline (two text encoders, pooled embeddings, time ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tdri_engine.events import Progress
+from tdri_engine.generator import Generator, encode_prompt, encode_prompt_blend
+from tdri_engine.models import ModelRegistry, profile_from_dict
+from tdri_engine.settings import EngineSettings
+
+
+@pytest.fixture(scope="module")
+def sdxl_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny SDXL pipeline and its pose ControlNet, saved as real ones are (built in ~2 s)."""
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from tdri_engine.tokenizers_offline import save_clip_tokenizer
+
+    root = tmp_path_factory.mktemp("sdxl")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # pooled text (32) + 6 time ids x 8
+        cross_attention_dim=64,  # both encoders' hidden states side by side (32 + 32)
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=64,
+    )
+    config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=32,
+        vocab_size=49408,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(save_clip_tokenizer(root / "tok"))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(config),
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(root / "generator", safe_serialization=True)
+    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(
+        root / "controlnet", safe_serialization=True
+    )
+    return {"generator": root / "generator", "controlnet": root / "controlnet"}
+
+
+@pytest.fixture(scope="module")
+def xl(sdxl_folders: dict[str, Path]) -> Generator:
+    profile = profile_from_dict(
+        {
+            "name": "tiny-sdxl",
+            "roles": {
+                "generator": {"kind": "sdxl", "source": str(sdxl_folders["generator"])},
+                "controlnet": {"kind": "controlnet", "source": str(sdxl_folders["controlnet"])},
+            },
+        }
+    )
+    return Generator(ModelRegistry(profile), EngineSettings(steps=3, width=64, height=64))
+
+
+def test_sdxl_generates_reproducibly_in_every_mode(xl: Generator):
+    events: list = []
+    a = xl.generate("a red dress", seed=1, on_event=events.append)
+    b = xl.generate("a red dress", seed=1)
+    c = xl.generate("a red dress", seed=2)
+    assert a.image.size == (64, 64) and a.mode == "text2img"
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3]
+    pose = Image.new("RGB", (64, 64), "white")
+    assert xl.generate("a red dress", seed=1, init_image=a.image, strength=0.7).mode == "img2img"
+    assert xl.generate("a red dress", seed=1, pose_map=pose).mode == "controlnet"
+    assert xl.generate("a red dress", seed=1, pose_map=pose, init_image=a.image).mode == "controlnet-img2img"
+    base = xl.pipeline("text2img")
+    assert xl.pipeline("controlnet-img2img").text_encoder_2 is base.text_encoder_2
+
+
+def test_sdxl_prompts_carry_pooled_embeddings_and_long_ones_warn(xl: Generator):
+    pipe = xl.base_pipeline()
+    short = encode_prompt(pipe, "a red dress")
+    assert short.prompt_embeds.shape == (1, 77, 64) and short.pooled_prompt_embeds.shape == (1, 32)
+    assert short.warnings == ()
+    assert not short.negative_prompt_embeds.any()  # SDXL's zeros for an empty negative prompt
+    long = encode_prompt(pipe, "a long red evening dress with lace sleeves, " * 12)
+    assert "left out" in long.warnings[0]
+    blend = encode_prompt_blend(pipe, "a dress", "a red dress", 0.5, 0.5)
+    h, u = encode_prompt(pipe, "a dress"), encode_prompt(pipe, "a red dress")
+    assert torch.allclose(blend.prompt_embeds, (h.prompt_embeds + u.prompt_embeds) / 2, atol=1e-6)
+    assert torch.allclose(blend.pooled_prompt_embeds, (h.pooled_prompt_embeds + u.pooled_prompt_embeds) / 2)
+    assert xl.generate("a red dress", seed=3, prompt_embeds=blend).image.size == (64, 64)
