@@ -152,3 +152,32 @@ def test_cancel_stops_the_round_and_leaves_the_dialogue_as_it_was(studio, new_pr
     with qtbot.waitSignal(model.round_finished, timeout=10000):
         view.send()
     assert [r.round for r in model.rounds] == [0, 1]
+
+
+def test_an_edited_prompt_is_used_verbatim_and_the_pose_overlay_and_live_preview_show(
+    studio, new_project, qtbot
+):
+    engine = FakeEngine(script=[ScriptedRound(steps=8, step_delay=0.01)])
+    window = studio(new_project(), engine)
+    view, model = window.refinement_view, window.refinement_model
+    previews: list[object] = []
+    model.preview_changed.connect(lambda img: previews.append(img) if img is not None else None)
+    view.input.setPlainText("a blue shirt dress")
+    with qtbot.waitSignal(model.round_finished, timeout=10000):
+        view.generate()
+    assert previews, "no live preview reached the view"
+
+    # the pose kept from round 0 can be laid over both images
+    assert not view.left_view.overlay_shown
+    view.pose_check.setChecked(True)
+    assert view.right_view.overlay_shown
+
+    # the prompt the studio made is editable; the edit is the next prompt, verbatim
+    assert not view.use_prompt_button.isEnabled()
+    view.prompt_edit.setPlainText("a pale blue cotton shirt dress, belted, on a model")
+    assert view.use_prompt_button.isEnabled()
+    with qtbot.waitSignal(model.round_finished, timeout=10000):
+        qtbot.mouseClick(view.use_prompt_button, Qt.MouseButton.LeftButton)
+    assert model.rounds[-1].prompt == "a pale blue cotton shirt dress, belted, on a model"
+    last = window.store.find(DialogueTurn, lambda d: d["round"] == 1)[0]
+    assert last.prompt == "a pale blue cotton shirt dress, belted, on a model"

@@ -85,3 +85,27 @@ def test_designer_on_the_demo_engine_three_rounds_an_answer_and_a_preference(stu
     assert (pair.image_left, pair.image_right, pair.choice) == (turns[1].image_id, turns[2].image_id, "left")
     assert pair.train_meta["seeds"][turns[1].image_id] is not None
     assert "Round 1 preferred over Round 2" in view.choice_label.text()
+
+
+def test_a_profile_without_weights_says_which_model_is_missing_and_how_to_fix_it(
+    studio, new_project, tmp_path, monkeypatch, qtbot
+):
+    """The real engine on the sd15 profile, on a machine without its weights."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # never the user's cache
+    project = new_project()
+    from tdri_engine.store import open_project
+
+    with open_project(project) as store:
+        store.set_meta("model_profile", "sd15")
+    window = studio(project, factory=real_engine_factory, timeout_s=60)
+    texts = "\n".join(window.message_bar.texts())
+    assert "Model for role 'generator' not found" in texts
+    assert "stable-diffusion-v1-5" in texts and "Settings > Models" in texts
+    assert not window.demo_banner.isVisible()
+    # the studio keeps working: the annotation view, settings, and a clear message on Generate
+    window.refinement_view.input.setPlainText("a dress")
+    fut = window.refinement_view.generate()
+    qtbot.waitUntil(fut.done, timeout=60000)
+    assert window.refinement_model.rounds == [] and not window.refinement_model.busy
+    assert window.show_settings() is not None
+    window.settings_dialog.reject()
