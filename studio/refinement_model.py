@@ -233,6 +233,59 @@ def personalisation_status(store: Any, every: int) -> Personalisation:
     )
 
 
+def base_and_adapted(ctx: WorkerContext, store: Any, prompt: str, seed: int | None) -> tuple[RoundView, RoundView]:
+    """Engine thread: one image without and one with the active adapter, same prompt and seed.
+
+    Both are saved in the project (so a choice between them is a preference like any other).
+    """
+    from tdri_engine.errors import BadInput
+
+    adapter_dir = _adapters().active_adapter_dir(store)
+    if adapter_dir is None:
+        raise BadInput(
+            "No adapter is active, so there is nothing to compare with the base model.",
+            "Switch to an adapter version, or make more choices until the first update.",
+        )
+    engine = ctx.engine
+    settings, _notes = engine.session_settings(store.settings)
+    generator = engine.generator
+    generator.settings = settings
+    seed = int(seed if seed is not None else 0)
+    views = []
+    for title, folder in (("Base", None), ("Adapted", adapter_dir)):
+        res = generator.generate(prompt, seed=seed, adapter_dir=folder, cancel=ctx.cancel, on_event=ctx.emit)
+        rec = store.add_image(
+            res.image,
+            ImageRecord(
+                prompt=prompt,
+                negative_prompt=settings.negative_prompt,
+                seed=res.seed,
+                model=res.model,
+                adapter_version=res.adapter,
+                steps=res.steps,
+                guidance=settings.guidance,
+                origin="generated",
+                name=f"{title.lower()} (same seed)",
+            ),
+        )
+        image = read_qimage(store.image_path(rec))
+        label = f"{title}{' ' + res.adapter if res.adapter else ''}"
+        views.append(
+            RoundView(
+                round=-1,
+                image_id=rec.id,
+                image_path=str(store.image_path(rec)),
+                prompt=prompt,
+                seed=res.seed,
+                adapter_version=res.adapter,
+                image=image,
+                thumb=_thumb(image),
+                label=label,
+            )
+        )
+    return views[0], views[1]
+
+
 def _adapters() -> Any:
     from tdri_engine.optimizer import adapters
 
@@ -551,7 +604,7 @@ class RefinementModel(QObject):
         await self.refresh_personalisation()
 
     async def compare_base_adapted(self, seed: int | None = None) -> Comparison | None:
-        """Generate the latest prompt with and without the active adapter on one seed."""
+        """The latest prompt with and without the active adapter, on one seed, side by side."""
         if self.store is None:
             return None
         prompt = self._prompt or (self._rounds[-1].prompt if self._rounds else "")
@@ -560,37 +613,14 @@ class RefinementModel(QObject):
             return None
         if seed is None and self._rounds:
             seed = self._rounds[-1].seed
-        store, sink = self.store, self.bridge.sink
-
-        def work(ctx: WorkerContext) -> tuple[RoundView, RoundView]:
-            base, adapted = ctx.engine.compare_adapter(
-                store, prompt, seed=seed, cancel=ctx.cancel, on_event=sink
-            )
-            views = []
-            for title, res in (("Base", base), ("Adapted", adapted)):
-                image = read_qimage(res.path)
-                rec = res.record
-                label = f"{title}{' ' + rec.adapter_version if rec.adapter_version else ''} · seed {rec.seed}"
-                views.append(
-                    RoundView(
-                        round=-1,
-                        image_id=rec.id,
-                        image_path=str(res.path),
-                        prompt=prompt,
-                        seed=rec.seed,
-                        adapter_version=rec.adapter_version,
-                        image=image,
-                        thumb=_thumb(image),
-                        label=label,
-                    )
-                )
-            return views[0], views[1]
-
         if self._busy:
             self.message.emit("info", "A round is running: try again when it ends.")
             return None
+        store = self.store
         self.busy = True
-        future = self.bridge.run("compare", "Base vs adapted on the same seed", work)
+        future = self.bridge.run(
+            "compare", "Base vs adapted on the same seed", lambda ctx: base_and_adapted(ctx, store, prompt, seed)
+        )
         self._round_job = future.job  # type: ignore[attr-defined]
         try:
             left, right = await future
@@ -603,6 +633,7 @@ class RefinementModel(QObject):
             self.busy = False
             self._round_job = None
         self.comparison = Comparison(left, right)
+        self.message.emit("info", "Base on the left, your adapter on the right: choosing one records a preference.")
         return self.comparison
 
     # ------------------------------------------------------------------ engine events

@@ -295,6 +295,51 @@ class FakeSession:
 
 
 @dataclass
+class FakeGeneration:
+    """Same fields as ``tdri_engine.generator.GenerationResult`` (those the studio reads)."""
+
+    image: Image.Image
+    seed: int
+    steps: int
+    width: int
+    height: int
+    model: str
+    adapter: str | None
+    warnings: tuple[str, ...] = ()
+
+
+class FakeGenerator:
+    """``engine.generator.generate``: an adapter visibly changes the picture (warmer colours)."""
+
+    def __init__(self) -> None:
+        self.settings: Any = None
+        self.calls: list[tuple[str, int, str | None]] = []
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        seed: int,
+        adapter_dir: Any = None,
+        cancel: CancelToken | None = None,
+        on_event: EventSink | None = None,
+        **_: Any,
+    ) -> FakeGeneration:
+        emit = on_event or ignore_events
+        for step in range(1, 5):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            emit(Progress("generate", step, 4))
+        image = draw_garment(prompt, seed, 0)
+        adapter = Path(adapter_dir).name if adapter_dir else None
+        if adapter:
+            r, g, b = image.split()
+            image = Image.merge("RGB", (r.point(lambda v: min(255, v + 40)), g, b))
+        self.calls.append((prompt, seed, adapter))
+        return FakeGeneration(image, seed, 4, image.width, image.height, "fake-engine", adapter)
+
+
+@dataclass
 class FakeEngine:
     """EngineAPI for tests. ``script`` gives each round attempt's behaviour (the last repeats)."""
 
@@ -305,6 +350,10 @@ class FakeEngine:
     is_demo: bool = True
     calls: list[tuple[str, int]] = field(default_factory=list)
     sessions: list[FakeSession] = field(default_factory=list)
+    generator: FakeGenerator = field(default_factory=FakeGenerator)
+
+    def session_settings(self, settings: Any) -> tuple[Any, list[str]]:
+        return settings, []
 
     attempts: int = 0
 
