@@ -128,6 +128,7 @@ class AnnotationModel(QObject):
         self._current: Task | None = None
         self._images: list[ImageRecord | None] = []
         self._dirty: set[str] = set()  # task ids whose annotation/status is not on disk yet
+        self._last_task_id: str | None = None
         self._vocabulary = TagVocabulary()
         self.undo_stack = QUndoStack(self)
         self._save_timer = QTimer(self)
@@ -144,6 +145,7 @@ class AnnotationModel(QObject):
         self.store = store
         self.undo_stack.clear()
         self._dirty.clear()
+        self._last_task_id = store.get_meta("last_task_id")
         self._current = None
         self._tasks = store.all(Task)
         self._vocabulary = self._read_vocabulary(store)
@@ -484,8 +486,10 @@ class AnnotationModel(QObject):
             self._annotations[task_id] = ann
             self._dirty.discard(task_id)
             last = task_id
-        if last is not None:
-            self._guard(lambda: self.store.set_meta("last_task_id", last), "remember the last task")
+        if last is not None and last != self._last_task_id:
+            # project.json is rewritten (and synced) for this: only when it changes
+            if self._guard(lambda: self.store.set_meta("last_task_id", last), "remember the last task"):
+                self._last_task_id = last
         self.saved_state = "saved"
         self.saved_at = time.strftime("%H:%M:%S")
         return True
