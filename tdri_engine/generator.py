@@ -162,7 +162,8 @@ def _is_xl(pipe: Any) -> bool:
 
 
 def _token_ids(pipe: Any, text: str) -> list[int]:
-    return list(pipe.tokenizer(text, add_special_tokens=False, truncation=False).input_ids)
+    # verbose=False: the length is reported to the user as a warning of ours, not a library log line
+    return list(pipe.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids)
 
 
 def _chunks(ids: list[int]) -> list[list[int]]:
@@ -519,6 +520,8 @@ class Generator:
             raise
         except Exception as exc:
             if _is_oom(exc):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # give the next, smaller attempt the memory back
                 raise out_of_memory(f"generating a {width}x{height} image", exc) from exc
             raise
         image = out.images[0]

@@ -397,6 +397,7 @@ class RefinementSession:
         p0 = summary.prompt or prompt.strip()
         warnings = list(summary.warnings)
         emit(ev.PromptReady(0, p0, tuple(warnings)))
+        emit(ev.Progress("summarize", 1, 1))
 
         gen = self._generator()
         result = gen.generate(p0, seed=seed, adapter_dir=self._adapter_dir(), cancel=cancel, on_event=emit)
@@ -452,7 +453,7 @@ class RefinementSession:
 
         if pose is not None:
             emit(ev.PoseReady(pose.found, pose.message, str(pose_path) if pose_path else None))
-        self._announce(round_result, out)
+        self._announce(round_result, out, said=summary.warnings)
         return round_result
 
     def refine(self, reply: Reply | str, *, cancel: CancelToken | None = None) -> RoundResult:
@@ -524,7 +525,7 @@ class RefinementSession:
         )
         out.warnings[:0] = warnings
         round_result = self._commit(out, None, pose_found=pose_map is not None)
-        self._announce(round_result, out)
+        self._announce(round_result, out, said=summary.warnings)
         return round_result
 
     def _attend_and_excite(
@@ -662,10 +663,12 @@ class RefinementSession:
         self._rounds.append(result)
         return result
 
-    def _announce(self, result: RoundResult, out: _RoundOutput) -> None:
+    def _announce(self, result: RoundResult, out: _RoundOutput, *, said: tuple[str, ...] = ()) -> None:
+        """The round's events; warnings already given with PromptReady are not repeated."""
         emit = self.emit
         for w in result.warnings:
-            emit(ev.Warning_(w))
+            if w not in said:
+                emit(ev.Warning_(w))
         emit(ev.ImageReady(result.image, result.image_path, result.round))
         if out.reflection is not None:
             emit(out.reflection)
