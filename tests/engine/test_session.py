@@ -209,3 +209,44 @@ def test_bad_turns_are_refused_with_a_clear_message(demo_engine, tiny_project):
         with pytest.raises(BadInput, match="empty"):
             session.start(prompt)
     assert tiny_project.count(Dialogue) == 0
+
+
+def test_attend_and_excite_regenerates_a_round_only_when_the_image_strays(
+    posed_engine, tiny_project, monkeypatch: pytest.MonkeyPatch
+):
+    """The session's trigger for AO's prompt-fidelity half: 1 - CLIP(I, P) > ae_threshold.
+
+    The optimizer's AttendExcite is stood in for by its interface (for_prompt -> a step hook),
+    so this checks the session's side: when it fires, what the hook gets, what the user is told.
+    """
+    import sys
+    import types
+
+    prompts, steps = [], []
+
+    class AttendExcite:
+        @classmethod
+        def for_prompt(cls, pipe, prompt, settings):
+            prompts.append(prompt)
+            return cls()
+
+        def callback(self, pipe, step, timestep, kwargs):
+            steps.append(step)
+            return kwargs
+
+    stand_in = types.ModuleType("tdri_engine.optimizer.attend_excite")
+    stand_in.AttendExcite = AttendExcite
+    monkeypatch.setitem(sys.modules, "tdri_engine.optimizer.attend_excite", stand_in)
+
+    settings = tiny_project.settings
+    session = posed_engine.open_session(tiny_project, settings=settings.replace(ae_threshold=1.0))
+    session.start("a red dress", seed=6)
+    session.refine(Feedback("silk"))  # 1 - sim can never exceed 1: no rescue
+    assert prompts == [] and steps == []
+
+    session = posed_engine.open_session(tiny_project, settings=settings.replace(ae_threshold=0.0))
+    session.start("a red dress", seed=6)
+    rescued = session.refine(Feedback("silk"))
+    assert prompts == [rescued.prompt]
+    assert steps == [0, 1]  # the edit's steps (4 steps x strength 0.6), each through the hook
+    assert any("Attend-and-Excite" in w for w in rescued.warnings)
