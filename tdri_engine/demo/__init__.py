@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,24 +55,17 @@ def _complete(root: Path, role: str) -> bool:
 
 
 def _build_atomically(target: Path, build: Callable[[Path], object]) -> None:
-    """Build into a sibling temp folder, then swap it in; the old folder goes only after."""
-    tmp = target.parent / f".{target.name}.building-{secrets.token_hex(4)}"
+    """Build into a sibling temp folder swapped into place (the language models' helper)."""
+    from .language import _atomic_folder
+
     try:
-        build(tmp)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
-            os.rename(target, old)
-        os.rename(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _atomic_folder(target) as tmp:
+            build(tmp)
     except OSError as exc:
         raise StorageError(
             f"Could not write the demo model '{target.name}' into {target.parent}: {exc.strerror or exc}.",
             "Check free disk space and that the folder is writable, or set TDRI_HOME to another folder.",
         ) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_demo_models(

@@ -50,7 +50,7 @@ def test_an_interrupted_build_leaves_no_half_written_model(
     _link_language_roles(dest, demo_models)
 
     def dies_half_way(out: Path, generator_dir: Path, seed: int = 0) -> Path:
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}")  # written, then the power goes
         raise KeyboardInterrupt
 
