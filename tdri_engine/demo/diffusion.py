@@ -15,6 +15,7 @@ The images are noise and the pose detector finds nobody; the plumbing is real.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # Sizes from the recipe that runs a 64x64 image in 4 steps in about a third of a second.
 TEXT_HIDDEN = 32
@@ -37,10 +38,25 @@ def tiny_text_encoder_config() -> dict:
     )
 
 
+def tiny_vae() -> Any:
+    """A 2-level AutoencoderKL: 4 latent channels at half the image size (real ones: 1/8)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=64,
+    )
+
+
 def build_sd_pipeline(dest: Path, seed: int = 0) -> Path:
     """A tiny SD-1.x pipeline folder (``model_index.json`` + components, safetensors)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ..tokenizers_offline import save_clip_tokenizer
@@ -58,15 +74,7 @@ def build_sd_pipeline(dest: Path, seed: int = 0) -> Path:
         norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_encoder_config()))
     tok_dir = save_clip_tokenizer(dest.parent / f".{dest.name}-tokenizer")

@@ -19,7 +19,6 @@ from tdri_engine.settings import EngineSettings
 def sdxl_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny SDXL pipeline and its pose ControlNet, saved as real ones are (built in ~2 s)."""
     from diffusers import (
-        AutoencoderKL,
         ControlNetModel,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
@@ -27,6 +26,7 @@ def sdxl_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    from tdri_engine.demo.diffusion import tiny_vae
     from tdri_engine.tokenizers_offline import save_clip_tokenizer
 
     root = tmp_path_factory.mktemp("sdxl")
@@ -47,15 +47,7 @@ def sdxl_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         projection_class_embeddings_input_dim=80,  # pooled text (32) + 6 time ids x 8
         cross_attention_dim=64,  # both encoders' hidden states side by side (32 + 32)
     )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        sample_size=64,
-    )
+    vae = tiny_vae()  # the demo's
     config = CLIPTextConfig(
         hidden_size=32,
         intermediate_size=37,
