@@ -556,17 +556,22 @@ class RefinementSession:
         if hook is None:
             return result, ""
         self.emit(ev.Progress("attend-excite", 0, 1, "regenerating with Attend-and-Excite"))
-        again = gen.generate(
-            prompt,
-            seed=seed,
-            pose_map=pose_map,
-            init_image=init,
-            prompt_embeds=embeds,
-            adapter_dir=adapter,
-            extra_step_callback=hook.callback,
-            cancel=cancel,
-            on_event=self.emit,
-        )
+        try:
+            again = gen.generate(
+                prompt,
+                seed=seed,
+                pose_map=pose_map,
+                init_image=init,
+                prompt_embeds=embeds,
+                adapter_dir=adapter,
+                extra_step_callback=hook.callback,
+                cancel=cancel,
+                on_event=self.emit,
+            )
+        finally:
+            remove = getattr(hook, "remove", None)
+            if remove is not None:  # a cancel mid-run must not leave its processors on the shared UNet
+                remove(pipe)
         after = 1.0 - float(clip.image_text(again.image, [prompt])[0])
         return again, (
             f"The image strayed from the prompt (1 - CLIP = {misalignment:.2f} > {s.ae_threshold:.2f}); "

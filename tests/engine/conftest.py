@@ -112,10 +112,16 @@ def demo_home(tdri_home: Path, demo_models: Path) -> Path:
 
 @pytest.fixture
 def tiny_project(projects_root: Path):
-    """A new project whose settings suit the tiny models (64 px, 4 steps); closed after the test."""
+    """A new project whose settings suit the tiny models (64 px, 4 steps); closed after the test.
+
+    Attend-and-Excite is off: it regenerates every round on the demo (its random CLIP finds
+    every image far from its prompt), doubling the cost; the tests that want it turn it on.
+    """
     from tdri_engine.settings import EngineSettings
 
-    store = create_project(projects_root, "Dialogue", settings=EngineSettings(**TINY))
+    store = create_project(
+        projects_root, "Dialogue", settings=EngineSettings(**TINY, use_attend_excite=False)
+    )
     yield store
     store.close()
 
