@@ -149,3 +149,27 @@ def standing_person() -> list[tuple[float, float, float]]:
         (0.46, 0.14, 0.9),
         (0.54, 0.14, 0.9),  # eyes, ears
     ]
+
+
+# -- adaptive optimization (DPO, adapters, Attend-and-Excite) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's tiny SD-1.x pipeline folder alone (64 px images, cross-attention at 16x16)."""
+    import torch
+
+    from tdri_engine.demo.diffusion import build_sd_pipeline
+
+    torch.set_num_threads(1)
+    return build_sd_pipeline(tmp_path_factory.mktemp("tiny_sd") / "generator")
+
+
+@pytest.fixture
+def tiny_sd(tiny_sd_dir: Path):
+    """A fresh copy of that pipeline loaded from disk (training and adapters change it)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,392 @@
+"""Diffusion-DPO: the loss as its authors coded it, and an update that really learns a taste.
+
+The taste test needs a generator whose images can be brighter or darker and an autoencoder that
+keeps brightness (a random VAE's GroupNorms erase it). So this file builds its own tiny SD
+pipeline: a tiny autoencoder (diffusers' AutoencoderTiny) set to pass colours straight through
+(2x2 average down, nearest up), and a tiny UNet first taught for a few seconds, with the plain
+diffusion loss, to draw flat colour fields of random brightness. Then the user "always prefers
+the brighter image" and one update must make new images on the same seeds brighter.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tdri_engine.errors import BadInput, Cancelled, OutOfMemory, TrainingError
+from tdri_engine.events import AdapterReady, CancelToken, TrainingProgress
+from tdri_engine.optimizer import adapters as ad
+from tdri_engine.optimizer.dpo import (
+    DPOConfig,
+    PairTensors,
+    TrainResult,
+    attach_lora,
+    detach_lora,
+    diffusion_dpo_loss,
+    dpo_objective,
+    implicit_accuracy,
+)
+from tdri_engine.optimizer.schedule import choices_until_update, pending_pairs, should_update
+from tdri_engine.optimizer.trainer import (
+    PairRef,
+    _verdict,
+    build_pair_tensors,
+    noise_scheduler_for,
+    run_update,
+)
+from tdri_engine.records import AdapterVersion, ImageRecord, PreferencePair
+from tdri_engine.settings import EngineSettings
+from tdri_engine.store import create_project
+
+SIZE = 16  # taste-test images: 16 px, latents 8x8
+PROMPTS = ["a dress", "a red coat", "a linen shirt", "a skirt on a model"]
+
+
+# -- the loss on fixed tensors ---------------------------------------------------------------
+
+
+def test_loss_equals_the_hand_computed_value():
+    # Two pairs; target zero, so each sample's mse is the mean of its squared prediction.
+    target = torch.zeros(4, 1, 1, 2)
+    model = torch.tensor([[1.0, 1.0], [0.0, 2.0], [2.0, 0.0], [1.0, 3.0]]).view(4, 1, 1, 2)
+    ref = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [2.0, 2.0]]).view(4, 1, 1, 2)
+    # model mse: w = [1, 2], l = [2, 5]; ref mse: w = [1, 1], l = [1, 4]
+    # inside = -0.5 * beta * ((mw - ml) - (rw - rl)) with beta = 0.5:
+    #   pair 1: -0.25 * ((1 - 2) - (1 - 1)) = 0.25 ; pair 2: -0.25 * ((2 - 5) - (1 - 4)) = 0.0
+    loss, acc, inside = diffusion_dpo_loss(model, ref, target, beta=0.5)
+    assert inside.tolist() == pytest.approx([0.25, 0.0])
+    expected = (math.log(1 + math.exp(-0.25)) + math.log(2)) / 2  # -logsigmoid(x) = log(1 + e^-x)
+    assert loss.item() == pytest.approx(expected, abs=1e-7)
+    assert expected == pytest.approx(0.6345, abs=1e-4)  # (0.5759 + 0.6931) / 2
+    assert acc.item() == 0.5  # inside > 0 for the first pair only
+
+
+def test_loss_refuses_a_batch_that_is_not_winners_then_losers():
+    x = torch.zeros(3, 4, 2, 2)
+    with pytest.raises(ValueError, match="winners then losers"):
+        diffusion_dpo_loss(x, x, x, beta=1.0)
+
+
+def test_loss_is_log2_with_a_fresh_lora(tiny_sd):
+    unet = tiny_sd.unet
+    config = DPOConfig(rank=4, grad_checkpointing=False)
+    state = attach_lora(unet, config)
+    g = torch.Generator().manual_seed(0)
+    data = PairTensors(
+        latents_w=torch.randn(2, 4, 32, 32, generator=g),
+        latents_l=torch.randn(2, 4, 32, 32, generator=g),
+        embeds=torch.randn(2, 77, 32, generator=g),
+    )
+    out = dpo_objective(unet, noise_scheduler_for(tiny_sd), data, config.beta, generator=g)
+    assert out.loss.item() == pytest.approx(math.log(2), abs=1e-6)  # 0.6931
+    assert out.implicit_acc.item() == 0.0
+    out.loss.backward()  # the gradient reaches the LoRA (B starts at zero, A does not)
+    grads = [p.grad for n, p in unet.named_parameters() if "lora_B" in n]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+    detach_lora(unet, state)
+    assert not any("lora" in name for name, _ in unet.named_modules())
+
+
+def test_config_is_validated():
+    with pytest.raises(BadInput, match="beta must be > 0"):
+        DPOConfig(beta=0)
+    with pytest.raises(BadInput, match="mixed_precision"):
+        DPOConfig(mixed_precision="fp8")
+    with pytest.raises(BadInput, match="min_pairs"):
+        DPOConfig(min_pairs=1)
+    assert DPOConfig(rank=16).lora_alpha == 16.0
+    assert DPOConfig.from_dict(DPOConfig(steps=7).to_dict()).steps == 7
+
+
+def test_spike_or_falling_accuracy_marks_a_version_suspect():
+    cfg = DPOConfig(spike_factor=2.0)
+    calm = TrainResult(
+        [0.69] * 5 + [0.4] * 5, [0.5] * 10, [], 10, 4, eval_before=(0.69, 0.0), eval_after=(0.5, 0.9)
+    )
+    assert _verdict(calm, cfg) == (False, "")
+    spiked = TrainResult(
+        [0.69] * 9 + [3.0], [0.5] * 10, [], 10, 4, eval_before=(0.69, 0.0), eval_after=(0.6, 0.7)
+    )
+    suspect, why = _verdict(spiked, cfg)
+    assert suspect and "spiked" in why
+    falling = TrainResult([0.6] * 10, [0.5] * 10, [], 10, 4, eval_before=(0.5, 0.8), eval_after=(0.6, 0.6))
+    suspect, why = _verdict(falling, cfg)
+    assert suspect and "accuracy fell (0.80 -> 0.60)" in why
+
+
+# -- a project with preference pairs ----------------------------------------------------------
+
+
+def _field(brightness: float, rng: np.random.Generator, size: int = SIZE) -> Image.Image:
+    """A flat colour field of the given brightness (-1..1) with a little texture."""
+    tint = rng.uniform(-0.15, 0.15, size=3)
+    arr = brightness + tint + rng.uniform(-0.15, 0.15, size=(size, size, 3))
+    arr = ((np.clip(arr, -1, 1) + 1) * 127.5).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def _add_pairs(store, n: int, seed: int, *, choice_for=None, size: int = SIZE) -> list[PreferencePair]:
+    """n pairs of fields with different brightness; by default the brighter one wins."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i in range(n):
+        a, b = rng.uniform(-0.8, 0.8, size=2)
+        if abs(a - b) < 0.3:
+            b = a + 0.3 if a < 0.4 else a - 0.3
+        prompt = PROMPTS[i % len(PROMPTS)]
+        left = store.add_image(_field(a, rng, size), ImageRecord(prompt=prompt, seed=i))
+        right = store.add_image(_field(b, rng, size), ImageRecord(prompt=prompt, seed=i + 1000))
+        choice = choice_for(i) if choice_for else ("left" if a > b else "right")
+        pairs.append(PreferencePair(prompt=prompt, image_left=left.id, image_right=right.id, choice=choice))
+    store.put_many(pairs)
+    return pairs
+
+
+def _passthrough_autoencoder():
+    """AutoencoderTiny whose weights pass colours through: 2x2 average down, nearest up."""
+    from diffusers import AutoencoderTiny
+
+    vae = AutoencoderTiny(
+        encoder_block_out_channels=(32, 32),
+        decoder_block_out_channels=(32, 32),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.zero_()  # residual blocks become identities (their last conv is zero)
+
+        def copy_rgb(conv, scale=1.0, taps=((1, 1),)):
+            for c in range(3):
+                for a, b in taps:
+                    conv.weight[c, c, a, b] = scale / len(taps)
+
+        enc, dec = vae.encoder.layers, vae.decoder.layers
+        copy_rgb(enc[0])  # the encoder sees (x + 1) / 2 in [0, 1]
+        copy_rgb(enc[2], taps=((1, 1), (1, 2), (2, 1), (2, 2)))  # stride 2: 2x2 average
+        copy_rgb(enc[4], 2.0)
+        enc[4].bias[:3] = -1.0  # latent RGB back in [-1, 1]
+        copy_rgb(dec[0], 0.5)
+        dec[0].bias[:3] = 0.5  # the decoder's features in [0, 1], through its ReLUs
+        copy_rgb(dec[4])
+        copy_rgb(dec[6])  # the decoder maps [0, 1] to [-1, 1] itself
+    return vae
+
+
+@pytest.fixture(scope="module")
+def taste_pipeline_dir(tmp_path_factory) -> Path:
+    """A tiny SD pipeline that draws flat fields of random brightness (about 10 s to build)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from tdri_engine.demo.diffusion import tiny_text_encoder_config
+    from tdri_engine.tokenizers_offline import save_clip_tokenizer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("taste")
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=SIZE // 2,
+        cross_attention_dim=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    )
+    pipe = StableDiffusionPipeline(
+        vae=_passthrough_autoencoder(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**tiny_text_encoder_config())),
+        tokenizer=CLIPTokenizer.from_pretrained(save_clip_tokenizer(root / "tok")),
+        unet=unet,
+        scheduler=DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    # The base model: 60 steps of the plain diffusion loss on fields of random brightness.
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        embeds = pipe.encode_prompt(PROMPTS, "cpu", 1, False)[0]
+    ddpm = DDPMScheduler.from_config(pipe.scheduler.config)
+    opt = torch.optim.AdamW(unet.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        fields = [_field(b, rng) for b in rng.uniform(-0.8, 0.8, size=16)]
+        x = torch.stack(
+            [torch.from_numpy(np.asarray(f, np.float32) / 127.5 - 1).permute(2, 0, 1) for f in fields]
+        )
+        with torch.no_grad():
+            z = pipe.vae.encode(x).latents
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(0, 1000, (16,), generator=g)
+        e = embeds[torch.randint(0, len(PROMPTS), (16,), generator=g)]
+        loss = (unet(ddpm.add_noise(z, noise, t), t, e).sample - noise).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pipe.save_pretrained(root / "generator")
+    return root / "generator"
+
+
+def _load(folder: Path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _brightness(pipe, seeds: list[int]) -> torch.Tensor:
+    """Mean brightness (0..1) of the images made on these seeds, one per seed."""
+    images = pipe(
+        [PROMPTS[s % len(PROMPTS)] for s in seeds],
+        num_inference_steps=4,
+        height=SIZE,
+        width=SIZE,
+        guidance_scale=1.0,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="pt",
+    ).images
+    return images.mean(dim=(1, 2, 3))
+
+
+TASTE = DPOConfig(steps=40, batch_size=4, lr=1e-2, beta=200.0, grad_checkpointing=False, seed=0)
+
+
+def test_an_update_learns_the_users_taste_for_brighter_images(taste_pipeline_dir, projects_root):
+    pipe = _load(taste_pipeline_dir)
+    seeds = list(range(8))
+    before = _brightness(pipe, seeds)
+    assert before.std() > 0.03  # the base model draws dark and bright fields alike
+
+    store = create_project(
+        projects_root, "Bright taste", settings=EngineSettings(width=64, height=64, steps=4)
+    )
+    _add_pairs(store, 12, seed=1)
+    events = []
+    version = run_update(store, pipe, store.settings, config=TASTE, on_event=events.append)
+
+    assert version.id == "v0001" and version.status == "ok" and version.pairs_used == 12
+    assert ad.active_adapter(store).id == "v0001"
+    progress = [e for e in events if isinstance(e, TrainingProgress)]
+    assert [e.step for e in progress] == list(range(1, 41)) and progress[0].loss == pytest.approx(
+        math.log(2), abs=1e-4
+    )
+    assert any(isinstance(e, AdapterReady) and e.version == "v0001" and not e.suspect for e in events)
+    assert not any("lora" in n for n, _ in pipe.unet.named_modules())  # the UNet is given back as it was
+    assert all(p.used_in == ["v0001"] for p in store.all(PreferencePair))
+    meta = ad.read_meta(ad.active_adapter_dir(store))
+    assert meta["parent"] is None and meta["pairs_used"] == 12 and len(meta["loss_curve"]) == 40
+
+    # Held-out pairs (other images, never trained on): the adapter prefers the brighter one.
+    held_store = create_project(projects_root, "Held out", settings=store.settings)
+    held = _add_pairs(held_store, 8, seed=2)
+    data, kept = build_pair_tensors(pipe, [PairRef(held_store, p) for p in held], SIZE, SIZE, seed=5)
+    pipe.load_lora_weights(ad.active_adapter_dir(store))  # as the generator loads it
+    _, held_acc = implicit_accuracy(pipe.unet, noise_scheduler_for(pipe), data, TASTE.beta, seed=11)
+    assert len(kept) == 8 and held_acc > 0.5
+
+    # New images on the same seeds are brighter.
+    after = _brightness(pipe, seeds)
+    print(f"brightness base {before.mean():.4f} adapted {after.mean():.4f}; held-out accuracy {held_acc:.2f}")
+    assert after.mean() > before.mean() + 0.02
+    assert (after > before).sum() >= 4
+    store.close()
+    held_store.close()
+
+
+# -- what stops an update ---------------------------------------------------------------------
+
+
+def test_fewer_than_two_pairs_says_why_no_update_runs(tiny_sd, tiny_project):
+    _add_pairs(tiny_project, 1, seed=0, size=64)
+    _add_pairs(tiny_project, 1, seed=1, size=64, choice_for=lambda i: "tie")
+    _add_pairs(tiny_project, 1, seed=2, size=64, choice_for=lambda i: "both_bad")
+    with pytest.raises(TrainingError) as info:
+        run_update(tiny_project, tiny_sd, tiny_project.settings, config=DPOConfig(steps=2))
+    err = info.value
+    assert "1 new preference pair where 2 are needed" in err.message
+    assert "1 tie and 1 'both bad' recorded, which carry no preference" in err.message
+    assert "1 more pair" in err.what_to_do
+    assert not tiny_project.loras_dir.exists() or not any(tiny_project.loras_dir.iterdir())
+
+
+def test_out_of_memory_rolls_back_and_says_what_to_change(tiny_sd, tiny_project):
+    _add_pairs(tiny_project, 3, seed=0, size=64)
+    calls = []
+
+    def fail_on_third_forward(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = tiny_sd.unet.register_forward_pre_hook(fail_on_third_forward, with_kwargs=True)
+    try:
+        with pytest.raises(OutOfMemory) as info:
+            run_update(
+                tiny_project, tiny_sd, tiny_project.settings, config=DPOConfig(steps=3, batch_size=2, rank=8)
+            )
+    finally:
+        handle.remove()
+    assert "Nothing was written" in info.value.message
+    what = info.value.what_to_do
+    assert "batch_size (now 2" in what and "rank (now 8)" in what and "mixed_precision" in what
+    assert not any("lora" in n for n, _ in tiny_sd.unet.named_modules())
+    assert not getattr(tiny_sd.unet, "peft_config", None)
+    assert tiny_project.count(AdapterVersion) == 0 and ad.active_adapter(tiny_project) is None
+    assert not tiny_project.loras_dir.exists() or not any(tiny_project.loras_dir.iterdir())
+    assert all(p.used_in == [] for p in tiny_project.all(PreferencePair))
+    # the same UNet still trains afterwards
+    version = run_update(
+        tiny_project, tiny_sd, tiny_project.settings, config=DPOConfig(steps=1, batch_size=2)
+    )
+    assert version.id == "v0001"
+
+
+def test_cancelling_an_update_writes_nothing(tiny_sd, tiny_project):
+    _add_pairs(tiny_project, 2, seed=0, size=64)
+    cancel = CancelToken()
+
+    def on_event(event):
+        if isinstance(event, TrainingProgress) and event.step == 2:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        run_update(
+            tiny_project,
+            tiny_sd,
+            tiny_project.settings,
+            config=DPOConfig(steps=5),
+            cancel=cancel,
+            on_event=on_event,
+        )
+    assert tiny_project.count(AdapterVersion) == 0
+    assert not tiny_project.loras_dir.exists() or not any(tiny_project.loras_dir.iterdir())
+    assert not any("lora" in n for n, _ in tiny_sd.unet.named_modules())
+
+
+# -- the schedule -----------------------------------------------------------------------------
+
+
+def test_an_update_is_due_after_every_n_decisive_choices(tiny_sd, tiny_project):
+    assert choices_until_update(tiny_project, 3) == 3
+    _add_pairs(tiny_project, 2, seed=0, size=64)
+    _add_pairs(tiny_project, 2, seed=1, size=64, choice_for=lambda i: "tie" if i == 0 else "both_bad")
+    assert choices_until_update(tiny_project, 3) == 1 and not should_update(tiny_project, 3)
+    _add_pairs(tiny_project, 1, seed=2, size=64)
+    assert should_update(tiny_project, 3) and len(pending_pairs(tiny_project)) == 3
+    run_update(tiny_project, tiny_sd, tiny_project.settings, config=DPOConfig(steps=1, batch_size=2))
+    assert choices_until_update(tiny_project, 3) == 3 and pending_pairs(tiny_project) == []
