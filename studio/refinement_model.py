@@ -87,6 +87,8 @@ class Personalisation:
     versions: list[Any] = field(default_factory=list)  # AdapterVersion records, oldest first
     available: bool = True
     note: str = ""
+    scope: str = "project"  # "project": this project's adapter; "user": the user's, across projects
+    can_compare: bool = False  # an active adapter with its weights on disk
 
 
 @dataclass
@@ -225,15 +227,20 @@ def personalisation_status(store: Any, every: int) -> Personalisation:
             "schedule), which this build does not include. Choices are still recorded.",
         )
     remaining = schedule.choices_until_update(store, every)
+    active = adapters.active_adapter(store)
     return Personalisation(
         remaining=int(remaining),
         every=every,
-        active=adapters.active_adapter(store),
+        active=active.id if active is not None else None,
         versions=list(adapters.list_versions(store)),
+        scope=adapters.adapter_scope(store),
+        can_compare=adapters.active_adapter_dir(store) is not None,
     )
 
 
-def base_and_adapted(ctx: WorkerContext, store: Any, prompt: str, seed: int | None) -> tuple[RoundView, RoundView]:
+def base_and_adapted(
+    ctx: WorkerContext, store: Any, prompt: str, seed: int | None
+) -> tuple[RoundView, RoundView]:
     """Engine thread: one image without and one with the active adapter, same prompt and seed.
 
     Both are saved in the project (so a choice between them is a preference like any other).
@@ -439,6 +446,15 @@ class RefinementModel(QObject):
         if self._busy:
             self.message.emit("info", "A round is already running: wait for it or cancel it.")
             return None
+        training = self._training_job
+        if training is not None and not training.state.done:
+            # One engine thread owns the models: the round waits for the update (or its cancel).
+            step = f" (step {training.step} of {training.total})" if training.total else ""
+            self.message.emit(
+                "info",
+                f"Your adapter is being updated{step}; this round starts right after. "
+                "Cancel the update in the Personalisation panel to go first.",
+            )
         self.busy = True
         self.preview = None
         future = self.bridge.run("round", label, work)
@@ -589,6 +605,12 @@ class RefinementModel(QObject):
             lambda store: _adapters().activate(store, version_id), f"Switching to {version_id or 'base'}"
         )
 
+    async def set_scope(self, scope: str) -> None:
+        """Generate with this project's adapter or the user's generalised one (paper table 5)."""
+        await self._adapter_op(
+            lambda store: _adapters().set_adapter_scope(store, scope), "Choosing the adapter"
+        )
+
     async def rollback(self) -> None:
         await self._adapter_op(lambda store: _adapters().rollback(store), "Rolling back the adapter")
 
@@ -619,7 +641,9 @@ class RefinementModel(QObject):
         store = self.store
         self.busy = True
         future = self.bridge.run(
-            "compare", "Base vs adapted on the same seed", lambda ctx: base_and_adapted(ctx, store, prompt, seed)
+            "compare",
+            "Base vs adapted on the same seed",
+            lambda ctx: base_and_adapted(ctx, store, prompt, seed),
         )
         self._round_job = future.job  # type: ignore[attr-defined]
         try:
@@ -633,7 +657,9 @@ class RefinementModel(QObject):
             self.busy = False
             self._round_job = None
         self.comparison = Comparison(left, right)
-        self.message.emit("info", "Base on the left, your adapter on the right: choosing one records a preference.")
+        self.message.emit(
+            "info", "Base on the left, your adapter on the right: choosing one records a preference."
+        )
         return self.comparison
 
     # ------------------------------------------------------------------ engine events

@@ -306,6 +306,19 @@ class RefinementView(QWidget):
         self.update_bar.setTextVisible(False)
         self.update_bar.setFixedHeight(6)
         psv.addWidget(self.update_bar)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Adapter:"))
+        self.scope_combo = QComboBox()
+        self.scope_combo.setObjectName("adapterScopeCombo")
+        self.scope_combo.setAccessibleName("Which adapter this project uses")
+        self.scope_combo.addItem("this project's", "project")
+        self.scope_combo.addItem("mine, across projects", "user")
+        self.scope_combo.setToolTip(
+            "This project's adapter learns from this project's choices only (sample-specific); "
+            "yours learns from all your projects (generalised)."
+        )
+        row.addWidget(self.scope_combo, 1)
+        psv.addLayout(row)
         self.adapter_label = QLabel("")
         self.adapter_label.setObjectName("activeAdapter")
         self.adapter_label.setAccessibleName("Active adapter")
@@ -382,6 +395,7 @@ class RefinementView(QWidget):
         self.right_combo.activated.connect(lambda i: self._pick_from_combo())
         self.strip.itemClicked.connect(self._on_strip_clicked)
         self.switch_button.clicked.connect(self._on_switch)
+        self.scope_combo.activated.connect(lambda i: self.spawn(m.set_scope(self.scope_combo.itemData(i))))
         self.rollback_button.clicked.connect(lambda: self.spawn(m.rollback()))
         self.train_button.clicked.connect(lambda: self.spawn(m.train()))
         self.compare_button.clicked.connect(lambda: self.spawn(m.compare_base_adapted()))
@@ -584,6 +598,7 @@ class RefinementView(QWidget):
             b.setEnabled(not busy)
         if not busy:
             self.refine_button.setEnabled(bool(self.model.rounds))
+            self.compare_button.setEnabled(self.model.personalisation.can_compare)
             self._on_prompt_edited()
             self._on_comparison(self.model.comparison)
         else:
@@ -648,7 +663,12 @@ class RefinementView(QWidget):
         self.switch_button.setEnabled(bool(p.versions))
         self.rollback_button.setEnabled(p.active is not None)
         self.train_button.setEnabled(True)
-        self.compare_button.setEnabled(p.active is not None and not self.model.busy)
+        self.compare_button.setEnabled(p.can_compare and not self.model.busy)
+        self.compare_button.setToolTip(
+            "Generate the latest prompt with and without your adapter, on the same seed"
+            if p.can_compare
+            else "No active adapter with weights on disk yet: make choices until the first update."
+        )
 
     def _on_switch(self) -> None:
         self.spawn(self.model.activate(self.version_combo.currentData() or None))

@@ -31,6 +31,7 @@ from tdri_engine.events import (
     PromptReady,
     Question,
     Reflection,
+    TrainingProgress,
     ignore_events,
 )
 from tdri_engine.records import (
@@ -401,8 +402,9 @@ class FakeEngine:
     def train(
         self, store: Any, *, cancel: CancelToken | None = None, on_event: EventSink | None = None
     ) -> AdapterVersion:
-        """Record a new adapter version over the unused pairs (no weights: a test engine)."""
-        pairs = [p for p in store.all(PreferencePair) if p.is_pair and not p.used_in]
+        """A new adapter version over the unused decisive pairs: records, meta and a tiny LoRA
+        file the optimizer's checks accept (zero weights: this engine learns nothing)."""
+        pairs = [p for p in store.all(PreferencePair) if p.choice in ("left", "right") and not p.used_in]
         if len(pairs) < 2:
             raise BadInput("Fewer than 2 preference pairs: no update.", "Make more choices first.")
         n = len(store.all(AdapterVersion)) + 1
@@ -415,7 +417,24 @@ class FakeEngine:
             loss_curve=[0.693, 0.69],
             implicit_accuracy=0.6,
         )
-        Path(store.path / version.path).mkdir(parents=True, exist_ok=True)
+        write_tiny_lora(store.path / version.path)
+        (on_event or ignore_events)(TrainingProgress(2, 2, 0.69, 0.6))
         store.put_many([version, *[p.replace(used_in=[version.id]) for p in pairs]])
         store.set_meta("active_adapter", version.id)
         return version
+
+
+def write_tiny_lora(folder: Path, rank: int = 2) -> None:
+    """A real (tiny) diffusers-format UNet LoRA file, so the optimizer's checks accept it."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    save_file(
+        {
+            f"{base}.lora.down.weight": np.zeros((rank, 32), dtype=np.float32),
+            f"{base}.lora.up.weight": np.zeros((32, rank), dtype=np.float32),
+        },
+        str(folder / "pytorch_lora_weights.safetensors"),
+    )
