@@ -1,0 +1,107 @@
+"""Preference pairs leave the studio in the columns Diffusion-DPO training code reads."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tdri_engine import cli
+from tdri_engine.errors import BadInput
+from tdri_engine.optimizer.export import export_pairs
+from tdri_engine.records import ImageRecord, PreferencePair
+
+
+def _image(value: int) -> Image.Image:
+    return Image.fromarray(np.full((32, 48, 3), value, dtype=np.uint8), "RGB")
+
+
+@pytest.fixture
+def annotated(project):
+    """An annotator's four choices: left, right, a tie and 'both bad' (which is no pair)."""
+    pairs = []
+    for i, choice in enumerate(["left", "right", "tie", "both_bad"]):
+        a = project.add_image(_image(40 * i), ImageRecord(prompt=f"prompt {i}"))
+        b = project.add_image(_image(40 * i + 20), ImageRecord(prompt=f"prompt {i}"))
+        pairs.append(PreferencePair(prompt=f"prompt {i}", image_left=a.id, image_right=b.id, choice=choice))
+    project.put_many(pairs)
+    return project
+
+
+def test_parquet_has_the_pick_a_pic_columns(annotated, tmp_path):
+    out = tmp_path / "pairs.parquet"
+    assert export_pairs(annotated, out) == 3
+    table = pq.read_table(out)
+    assert table.column_names[:4] == ["caption", "jpg_0", "jpg_1", "label_0"]
+    rows = table.to_pylist()
+    assert [r["caption"] for r in rows] == ["prompt 0", "prompt 1", "prompt 2"]  # both bad left out
+    assert [r["label_0"] for r in rows] == [1.0, 0.0, 0.5]
+    left = Image.open(io.BytesIO(rows[1]["jpg_0"]))
+    right = Image.open(io.BytesIO(rows[1]["jpg_1"]))
+    assert left.format == "JPEG" and left.size == (48, 32)
+    assert abs(np.asarray(left).mean() - 40) < 2 and abs(np.asarray(right).mean() - 60) < 2  # left stays left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_datasets_loads_the_export_offline(annotated, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "pairs.parquet"
+    export_pairs([annotated], out, "parquet")
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "cache")
+    )
+    assert ds.num_rows == 3 and {"caption", "jpg_0", "jpg_1", "label_0"} <= set(ds.column_names)
+    # what the public training script does with a row
+    kept = ds.filter(lambda r: r["label_0"] in (0, 1))
+    assert kept.num_rows == 2
+    assert Image.open(io.BytesIO(kept[0]["jpg_1"])).convert("RGB").size == (48, 32)
+
+
+def test_jsonl_points_at_jpeg_files_beside_it(annotated, tmp_path):
+    out = tmp_path / "exports" / "pairs.jsonl"
+    assert export_pairs(annotated, out, "jsonl") == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label_0"] for r in rows] == [1.0, 0.0, 0.5]
+    for row in rows:
+        for key in ("jpg_0", "jpg_1"):
+            assert not row[key].startswith("/")
+            assert Image.open(out.parent / row[key]).format == "JPEG"
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds.num_rows == 3
+
+
+def test_a_missing_image_is_skipped_and_named(annotated, tmp_path):
+    first = annotated.all(PreferencePair)[0]
+    annotated.image_path(first.image_right).unlink()
+    skipped: list[str] = []
+    assert export_pairs(annotated, tmp_path / "p.parquet", skipped=skipped) == 2
+    assert len(skipped) == 1 and first.id in skipped[0]
+    with pytest.raises(BadInput, match="Unknown export format"):
+        export_pairs(annotated, tmp_path / "p.csv", "csv")
+
+
+def test_cli_exports_pairs_of_several_projects(annotated, projects_root, capsys):
+    from tdri_engine.store import create_project
+
+    with create_project(projects_root, "Second") as other:
+        a = other.add_image(_image(1), ImageRecord(prompt="x"))
+        b = other.add_image(_image(2), ImageRecord(prompt="x"))
+        other.put(PreferencePair(prompt="x", image_left=a.id, image_right=b.id, choice="right"))
+        second = other.path
+    first = annotated.path
+    annotated.close()
+    assert (
+        cli.main(
+            ["export", "pairs", "--project", str(first), "--project", str(second), "--format", "parquet"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "Wrote 4 pairs to" in out
+    written = next((first / "exports").glob("pairs-*.parquet"))
+    assert sorted(set(pq.read_table(written).column("project").to_pylist())) == ["second", "test-project"]
