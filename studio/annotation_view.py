@@ -389,7 +389,6 @@ class AnnotationView(QWidget):
         self.detail_labels: dict[str, QLabel] = {}
         for key in (
             "task",
-            "status",
             "image",
             "name",
             "category",

@@ -276,7 +276,7 @@ class RefinementView(QWidget):
         self.prompt_edit.setPlaceholderText(
             "After the first round, the prompt the summarizer wrote appears here."
         )
-        self.prompt_edit.setFixedHeight(96)
+        self.prompt_edit.setFixedHeight(80)
         pv.addWidget(self.prompt_edit)
         self.use_prompt_button = QPushButton("Refine with this prompt")
         self.use_prompt_button.setObjectName("usePromptButton")
