@@ -97,7 +97,7 @@ class DPOConfig:
         default=DEFAULT_TARGET_MODULES, metadata=_help("module names the LoRA wraps")
     )
     eval_timesteps: int = field(
-        default=4, metadata=_help("fixed timesteps per pair for the before/after implicit accuracy")
+        default=2, metadata=_help("fixed timesteps per pair for the before/after implicit accuracy")
     )
     train_controlnet: bool = field(
         default=False, metadata=_help("tune a LoRA on the pose ControlNet instead of the UNet (eq. 9)")
@@ -496,7 +496,7 @@ def implicit_accuracy(
     beta: float,
     *,
     seed: int = 0,
-    eval_timesteps: int = 4,
+    eval_timesteps: int = 2,
     batch_pairs: int = 8,
     device: Any = None,
     controlnet: Any = None,
