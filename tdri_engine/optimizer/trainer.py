@@ -149,7 +149,7 @@ def _count_choices(store: Any) -> tuple[int, int]:
     )
 
 
-def _image_tensor(image: Any, width: int, height: int) -> Any:
+def image_tensor(image: Any, width: int, height: int) -> Any:
     """PIL -> (3, H, W) in [-1, 1], centre-cropped to the aspect ratio, then resized."""
     import numpy as np
     import torch
@@ -172,7 +172,7 @@ def _image_tensor(image: Any, width: int, height: int) -> Any:
 
 
 def _control_tensor(image: Any, width: int, height: int) -> Any:
-    return (_image_tensor(image, width, height) + 1.0) / 2.0  # ControlNets take [0, 1]
+    return (image_tensor(image, width, height) + 1.0) / 2.0  # ControlNets take [0, 1]
 
 
 def encode_images(vae: Any, images: Any, generator: Any = None) -> Any:
@@ -245,8 +245,8 @@ def build_pair_tensors(
             cancel.raise_if_cancelled()
         on_event(Progress("train-prepare", i, len(examples), "reading the chosen images"))
         try:
-            w = _image_tensor(ex.store.load_image(ex.pair.winner), width, height)
-            l_ = _image_tensor(ex.store.load_image(ex.pair.loser), width, height)
+            w = image_tensor(ex.store.load_image(ex.pair.winner), width, height)
+            l_ = image_tensor(ex.store.load_image(ex.pair.loser), width, height)
             control = _pair_control(ex, width, height) if with_control else None
         except TdriError as exc:
             on_event(Warning_(f"Preference pair {ex.pair.id} skipped: {exc.message}"))

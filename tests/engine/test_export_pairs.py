@@ -105,3 +105,26 @@ def test_cli_exports_pairs_of_several_projects(annotated, projects_root, capsys)
     assert "Wrote 4 pairs to" in out
     written = next((first / "exports").glob("pairs-*.parquet"))
     assert sorted(set(pq.read_table(written).column("project").to_pylist())) == ["second", "test-project"]
+
+
+def test_exported_pairs_train_an_adapter_with_the_accelerate_script(annotated, tiny_sd_dir, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from tdri_engine.optimizer import accelerate_train
+    from tdri_engine.optimizer.adapters import read_meta, validate_adapter_dir
+
+    # two decisive pairs (the tie is skipped): enough for the script
+    pairs = tmp_path / "pairs.parquet"
+    export_pairs(annotated, pairs)
+    out = tmp_path / "adapter"
+    args = ["--pretrained", str(tiny_sd_dir), "--pairs", str(pairs), "--out", str(out)]
+    assert accelerate_train.main([*args, "--steps", "2", "--batch-size", "2", "--resolution", "64"]) == 0
+    meta = read_meta(out)
+    assert (
+        meta["pairs_used"] == 2
+        and meta["steps"] == 2
+        and meta["loss_curve"][0] == pytest.approx(0.6931, abs=1e-3)
+    )
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+    validate_adapter_dir(out, pipe.unet)
+    pipe.load_lora_weights(str(out))
