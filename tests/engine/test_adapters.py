@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from safetensors.torch import save_file
 
 from tdri_engine import cli
 from tdri_engine.errors import AdapterError
+from tdri_engine.events import AdapterReady
 from tdri_engine.optimizer import adapters as ad
 from tdri_engine.optimizer.dpo import DPOConfig, DPOTrainer, PairTensors, attach_lora, detach_lora
 from tdri_engine.optimizer.schedule import pending_pairs, trainable_pairs
@@ -84,8 +86,14 @@ def test_versions_chain_switch_and_roll_back(tiny_sd, tiny_project):
     v1 = run_update(tiny_project, tiny_sd, tiny_project.settings, config=QUICK)
     _pairs(tiny_project, 2, seed=2)
     assert len(trainable_pairs(tiny_project)) == 2  # only the new ones
+    # the generator holds the active version loaded (as "tdri") while the next update trains
+    tiny_sd.load_lora_weights(str(ad.active_adapter_dir(tiny_project)), adapter_name="tdri")
+    with_v1 = _generate(tiny_sd)
     v2 = run_update(tiny_project, tiny_sd, tiny_project.settings, config=QUICK)
     assert (v1.id, v1.parent, v2.id, v2.parent) == ("v0001", None, "v0002", "v0001")
+    assert abs(v2.loss_curve[0] - math.log(2)) > 1e-6  # started from v0001's weights, not from zero
+    assert tiny_sd.unet.active_adapters() == ["tdri"]  # the generator's adapter is back, unchanged
+    np.testing.assert_allclose(_generate(tiny_sd), with_v1, atol=1e-6)
     assert [v.id for v in ad.list_versions(tiny_project)] == ["v0001", "v0002"]
     assert ad.active_adapter(tiny_project).id == "v0002"
     assert ad.active_adapter_dir(tiny_project) == tiny_project.loras_dir / "v0002"
@@ -204,3 +212,20 @@ def test_cli_trains_lists_and_rolls_back(tiny_sd_dir, tiny_project, capsys, monk
     assert cli.main(["adapters", "activate", "v0042", "--project", str(path)]) == 1
     assert "no adapter version 'v0042'" in capsys.readouterr().err
     assert json.loads((path / "project.json").read_text())["meta"]["active_adapter"] == "v0002"
+
+
+def test_a_loss_spike_keeps_the_previous_version_active(tiny_sd, tiny_project):
+    _pairs(tiny_project, 2, seed=1)
+    run_update(tiny_project, tiny_sd, tiny_project.settings, config=QUICK)
+    _pairs(tiny_project, 4, seed=3)
+    events = []
+    overheated = DPOConfig(
+        steps=6, batch_size=2, lr=0.3, max_grad_norm=1e9, grad_checkpointing=False, eval_timesteps=1
+    )
+    v2 = run_update(tiny_project, tiny_sd, tiny_project.settings, config=overheated, on_event=events.append)
+    assert v2.status == "suspect" and "spiked" in v2.note
+    ready = [e for e in events if isinstance(e, AdapterReady)]
+    assert ready and ready[0].suspect and "previous version stays active" in ready[0].message
+    assert ad.active_adapter(tiny_project).id == "v0001"
+    assert (tiny_project.loras_dir / "v0002" / ad.WEIGHTS_NAME).is_file()  # kept for inspection
+    assert len(trainable_pairs(tiny_project)) == 4 and pending_pairs(tiny_project) == []
