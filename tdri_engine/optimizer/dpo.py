@@ -611,7 +611,7 @@ class DPOTrainer:
         self.device = device if device is not None else next(unet.parameters()).device
         self.ae_store = ae_store
         self.mixed_precision = resolve_mixed_precision(config, self.device)
-        model_dtype = next(p for p in unet.parameters() if not p.requires_grad).dtype
+        model_dtype = unet.dtype  # the frozen base weights' precision
         self.autocast = autocast_context(self.device, self.mixed_precision, model_dtype)
         self.params = lora_parameters(self.owner)
         if not self.params:

@@ -474,6 +474,7 @@ def run_update(
         cancel.raise_if_cancelled()
     state = None
     ae_store = None
+    unet_grad = None
     started = time.monotonic()
     try:
         data, kept = build_pair_tensors(
@@ -494,6 +495,9 @@ def run_update(
                 kind="training-too-few-pairs",
             )
         state = attach_lora(owner, config)
+        if owner is not pipe.unet:  # tuning the ControlNet: the UNet only passes gradients through
+            unet_grad = any(p.requires_grad for p in pipe.unet.parameters())
+            pipe.unet.requires_grad_(False)
         if parent_dir is not None:
             load_parent(owner, parent_dir, controlnet=config.train_controlnet)
         if config.lambda_ae > 0:
@@ -564,6 +568,8 @@ def run_update(
             ae_store.remove(pipe.unet)
         if state is not None:
             detach_lora(owner, state)
+        if unet_grad is not None:
+            pipe.unet.requires_grad_(unet_grad)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

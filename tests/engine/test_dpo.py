@@ -390,3 +390,42 @@ def test_an_update_is_due_after_every_n_decisive_choices(tiny_sd, tiny_project):
     assert should_update(tiny_project, 3) and len(pending_pairs(tiny_project)) == 3
     run_update(tiny_project, tiny_sd, tiny_project.settings, config=DPOConfig(steps=1, batch_size=2))
     assert choices_until_update(tiny_project, 3) == 3 and pending_pairs(tiny_project) == []
+
+
+def test_controlnet_lora_tuned_with_the_combined_objective(tiny_sd, tiny_project):
+    """Eq. 9: L = L_DPO + lambda * L_AE, a LoRA on the pose ControlNet; the UNet stays frozen."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(tiny_sd.unet, conditioning_embedding_out_channels=(16, 32))
+    pipe = StableDiffusionControlNetPipeline(**tiny_sd.components, controlnet=controlnet)
+    rng = np.random.default_rng(0)
+    pose = tiny_project.add_image(_field(-0.5, rng, 64), ImageRecord(prompt="pose map"))
+    pairs = _add_pairs(tiny_project, 2, seed=0, size=64)
+    tiny_project.put_many(
+        [p.replace(prompt="a cat and a dog", train_meta={"control_image": pose.id}) for p in pairs]
+    )
+    config = DPOConfig(
+        steps=2,
+        batch_size=2,
+        lambda_ae=1.0,
+        train_controlnet=True,
+        grad_checkpointing=False,
+        eval_timesteps=1,
+    )
+    unet_before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    version = run_update(tiny_project, pipe, tiny_project.settings, config=config)
+
+    folder = tiny_project.loras_dir / version.id
+    meta = ad.read_meta(folder)
+    assert (folder / ad.CONTROLNET_WEIGHTS_NAME).is_file() and not (folder / ad.WEIGHTS_NAME).exists()
+    assert len(meta["ae_curve"]) == 2 and all(
+        0 < v <= 1 for v in meta["ae_curve"]
+    )  # L_AE was part of the loss
+    assert (
+        "ControlNet LoRA" in version.note and ad.active_adapter(tiny_project) is None
+    )  # not for the generator
+    assert all(torch.equal(v, unet_before[k]) for k, v in pipe.unet.state_dict().items())
+    assert not any("lora" in n for n, _ in controlnet.named_modules())
+    assert type(next(iter(pipe.unet.attn_processors.values()))).__name__ == "AttnProcessor2_0"
+    controlnet.load_lora_adapter(str(folder), weight_name=ad.CONTROLNET_WEIGHTS_NAME, prefix=None)
