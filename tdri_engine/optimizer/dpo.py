@@ -234,9 +234,7 @@ def detach_lora(model: Any, state: LoraAttachment) -> None:
         else:
             model.unload_lora()  # no adapter before: remove the LoRA wrappers too
     if state.had_adapters and state.active_before:
-        model.set_adapters(state.active_before) if hasattr(model, "set_adapters") else model.set_adapter(
-            state.active_before[0]
-        )
+        model.set_adapters(state.active_before)  # the generator's adapter(s), active again
     if state.checkpointing_before != bool(getattr(model, "is_gradient_checkpointing", False)):
         if state.checkpointing_before:
             model.enable_gradient_checkpointing()

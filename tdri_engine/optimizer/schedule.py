@@ -25,7 +25,7 @@ def pending_pairs(store: Any, scope: str | None = None) -> list[PreferencePair]:
     if sc == "user":
         used = user_used_pairs(accepted_only=False)
         return [p for p in decisive_pairs(store) if user_pair_key(store, p) not in used]
-    return [p for p in decisive_pairs(store) if not any(not k.startswith("user:") for k in p.used_in)]
+    return [p for p in decisive_pairs(store) if all(k.startswith("user:") for k in p.used_in)]
 
 
 def trainable_pairs(store: Any, scope: str | None = None) -> list[PreferencePair]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import Cancelled, OutOfMemory, TdriError, TrainingError
 from ..events import AdapterReady, CancelToken, EventSink, Progress, TrainingProgress, Warning_, ignore_events
+from ..models import _is_oom
 from ..records import AdapterVersion, Dialogue, PreferencePair, now_iso
 from . import adapters as ad
 from .dpo import (
@@ -86,14 +87,6 @@ def noise_scheduler_for(pipe: Any) -> Any:
     return pipe.scheduler
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 def _oom_error(config: DPOConfig, what: str) -> OutOfMemory:
     tips = []
     if config.batch_size > 1:
@@ -116,7 +109,8 @@ def _oom_error(config: DPOConfig, what: str) -> OutOfMemory:
 # --------------------------------------------------------------------------------------------
 
 
-def _gather(store: Any, scope: str) -> list[PairRef]:
+def _gather(store: Any, scope: str, opened: list[Any]) -> list[PairRef]:
+    """The pairs to train on; projects opened here (read-only) are added to ``opened``."""
     if scope == "project":
         return [PairRef(store, p) for p in trainable_pairs(store, "project")]
     # the generalised adapter learns from every project of this projects folder
@@ -132,7 +126,8 @@ def _gather(store: Any, scope: str) -> list[PairRef]:
             try:
                 other = open_project(info.path, read_only=True)
             except TdriError:
-                continue
+                continue  # damaged or from a newer build: its pairs wait
+            opened.append(other)
         for pair in decisive_pairs(other):
             if ad.user_pair_key(other, pair) not in used:
                 out.append(PairRef(other, pair))
@@ -424,7 +419,6 @@ def run_update(
     Raises TrainingError (too few pairs, diverged), Cancelled, OutOfMemory; in every one of
     those cases nothing is written and the UNet is as it was.
     """
-    import torch
 
     config = config or DPOConfig()
     emit = on_event or ignore_events
@@ -433,7 +427,27 @@ def run_update(
     if getattr(store, "read_only", False):
         raise TrainingError("The project is open read-only: no adapter can be saved.", "Open it normally.")
 
-    examples = _gather(store, scope)
+    opened: list[Any] = []
+    try:
+        return _run_update(store, registry_or_pipe, settings, config, scope, cancel, emit, opened)
+    finally:
+        for other in opened:
+            other.close()
+
+
+def _run_update(
+    store: Any,
+    registry_or_pipe: Any,
+    settings: Any,
+    config: DPOConfig,
+    scope: str,
+    cancel: CancelToken | None,
+    emit: EventSink,
+    opened: list[Any],
+) -> AdapterVersion:
+    import torch
+
+    examples = _gather(store, scope, opened)
     if len(examples) < config.min_pairs:
         ties, both_bad = _count_choices(store)
         extra = []
@@ -553,7 +567,7 @@ def run_update(
     except TdriError:
         raise
     except Exception as exc:
-        if _is_oom(exc):
+        if _is_oom(exc):  # CUDA, MPS or host memory
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             raise _oom_error(config, "training the adapter") from exc
