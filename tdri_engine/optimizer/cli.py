@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and activates it unless it looks suspect (loss spike, falling implicit accuracy).",
     )
     train.add_argument("--project", required=True, type=Path, help="project folder")
-    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 60)")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 40)")
     train.add_argument("--scope", choices=("project", "user"), default=None, help="default: the project's")
     train.add_argument("--profile", default=None, help="model profile (default: the project's)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4)")
