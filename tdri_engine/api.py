@@ -71,7 +71,9 @@ class SessionAPI(Protocol):
     @property
     def pending_question(self) -> Question | None: ...
 
-    def start(self, prompt: str, *, seed: int | None = None, cancel: CancelToken | None = None) -> RoundResult:
+    def start(
+        self, prompt: str, *, seed: int | None = None, cancel: CancelToken | None = None
+    ) -> RoundResult:
         """Round 0: generate from the prompt, extract and smooth the pose, reflect."""
 
     def refine(self, reply: Reply, *, cancel: CancelToken | None = None) -> RoundResult:
@@ -90,7 +92,13 @@ class EngineAPI(Protocol):
     @property
     def is_demo(self) -> bool: ...
 
-    def open_session(self, store, *, task_id: str | None = None, dialogue_id: str | None = None,
-                     on_event: EventSink | None = None) -> SessionAPI: ...
+    def open_session(
+        self,
+        store,
+        *,
+        task_id: str | None = None,
+        dialogue_id: str | None = None,
+        on_event: EventSink | None = None,
+    ) -> SessionAPI: ...
 
     def check_models(self) -> list: ...

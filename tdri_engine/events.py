@@ -7,8 +7,9 @@ events are PIL images (the engine never touches Qt); the studio converts them on
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from .errors import Cancelled
 

@@ -44,7 +44,9 @@ class EngineSettings:
         default=0.6, metadata={"help": "how far an edit may move from the previous image (0-1)"}
     )
     # pose (initial generation phase)
-    pose_sigma: float = field(default=3.0, metadata={"help": "Gaussian smoothing sigma of the pose map, pixels"})
+    pose_sigma: float = field(
+        default=3.0, metadata={"help": "Gaussian smoothing sigma of the pose map, pixels"}
+    )
     pose_strength: float = field(default=0.8, metadata={"help": "pose ControlNet conditioning scale"})
     use_pose: bool = field(default=True, metadata={"help": "keep round 0's pose in later rounds"})
     # D2P
@@ -107,11 +109,11 @@ class EngineSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EngineSettings":
+    def from_dict(cls, data: dict[str, Any]) -> EngineSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def replace(self, **changes: Any) -> "EngineSettings":
+    def replace(self, **changes: Any) -> EngineSettings:
         return dataclasses.replace(self, **changes)
 
     @staticmethod

@@ -223,10 +223,10 @@ def run_ours(
                 step_times: list[float] = []
                 last = [time.perf_counter()]
 
-                def on_step(step: int, total: int, loss: float, acc: float) -> None:
+                def on_step(step: int, total: int, loss: float, acc: float, _t=step_times, _l=last) -> None:
                     now = time.perf_counter()  # loss/acc are host floats: the step has synced
-                    step_times.append(now - last[0])
-                    last[0] = now
+                    _t.append(now - _l[0])
+                    _l[0] = now
 
                 t0 = time.perf_counter()
                 last[0] = t0
