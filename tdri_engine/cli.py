@@ -3,6 +3,7 @@
 Each group of subcommands lives beside the code it drives and registers itself here:
 ``tdri_engine.cli_models`` (models demo/check), ``tdri_engine.cli_session`` (generate, refine),
 ``tdri_engine.optimizer.cli`` (train, adapters, export), ``tdri_engine.store.cli`` (project tools).
+Benchmarks are scripts under ``tests/bench/`` (JSON out), not subcommands.
 Errors print their message and what to do, and exit non-zero; no traceback for expected failures.
 """
 
@@ -20,7 +21,6 @@ COMMAND_MODULES = (
     "tdri_engine.cli_session",
     "tdri_engine.optimizer.cli",
     "tdri_engine.store.cli",
-    "tdri_engine.bench",
 )
 
 
