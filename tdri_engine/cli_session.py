@@ -90,9 +90,11 @@ def _progress_printer() -> Any:
         if isinstance(event, ev.Warning_):
             if event.message != DEMO_NOTICE:  # said once, before the models load
                 _note(f"note: {event.message}")
+                sink.shown.add(event.message)  # type: ignore[attr-defined]
         elif isinstance(event, ev.Progress) and event.stage == "load" and event.message:
             _note(f"  [{event.step}/{event.total}] {event.message}")
 
+    sink.shown = set()  # type: ignore[attr-defined]  # said live: the round summary skips them
     return sink
 
 
@@ -182,11 +184,12 @@ def _read_answer(stream: Any, interactive: bool) -> str | None:
     return line.rstrip("\r\n")
 
 
-def _print_round(result: Any) -> None:
+def _print_round(result: Any, already_said: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     print(f"round {result.round}: {result.prompt}")
     print(f"  image: {result.image_path}")
     for text in result.warnings:
-        print(f"  note: {text}")
+        if text not in already_said:
+            print(f"  note: {text}")
 
 
 def _print_question(question: Any) -> None:
@@ -217,7 +220,7 @@ def _refine(args: argparse.Namespace) -> int:
 
         session = engine.open_session(store, on_event=sink, settings=_settings_with(store.settings, args))
         result = session.start(prompt, seed=args.seed)
-        _print_round(result)
+        _print_round(result, base.shown)
         interactive = sys.stdin is not None and sys.stdin.isatty()
         exhausted = sys.stdin is None
         for _ in range(1, args.rounds):
@@ -231,7 +234,7 @@ def _refine(args: argparse.Namespace) -> int:
                 elif line.strip():
                     reply = Answer(question.aspect, line.strip())
             result = session.refine(reply)
-            _print_round(result)
+            _print_round(result, base.shown)
         if session.pending_question is not None:
             _print_question(session.pending_question)
         print(f"{len(session.rounds)} rounds in {store.path} (dialogue {session.dialogue_id})")
