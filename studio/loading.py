@@ -172,6 +172,11 @@ def import_all(
     that could not be imported: a missing optional package is the round's business to report.
     """
     fresh = any(name not in sys.modules for name, _ in names)
+    if fresh and not _frozen_once:
+        # Only imports may be frozen: garbage from before (a first run builds the demo models
+        # here) would be kept for good. Before torch is imported the heap is small and this
+        # takes milliseconds; after a demo build it is one long pause, once per machine.
+        gc.collect()
     failed: list[str] = []
     with released_loading(freeze=fresh):
         for i, (name, attrs) in enumerate(names):

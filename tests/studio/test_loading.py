@@ -109,21 +109,30 @@ def test_warm_up_imports_report_what_could_not_be_imported(monkeypatch):
     assert steps == [(0, "json"), (1, "tdri_no_such_module"), (2, "json")]
 
 
-def test_imports_are_frozen_once_and_later_garbage_is_still_collected():
+def test_only_imports_are_frozen_and_garbage_before_or_after_is_still_collected():
     # in a fresh interpreter: a freeze is for the whole process
     script = textwrap.dedent(
         """
-        import gc, json
+        import gc, json, weakref
         from studio import loading
+
+        class Node:
+            pass
+
+        # a dropped model in a reference cycle, not yet collected when the warm-up starts
+        dropped = Node()
+        dropped.self = dropped
+        dropped_ref = weakref.ref(dropped)
+        gc.collect()  # it lived long enough to reach the oldest generation
+        del dropped
 
         threshold = gc.get_threshold()
         assert loading.import_all([("email.mime.text", ("MIMEText",))]) == []
+        assert dropped_ref() is None, "garbage from before the warm-up was frozen"
         frozen = gc.get_freeze_count()
         assert frozen > 0, frozen
 
         # nothing new to import: nothing more is frozen (a model loaded by now must not be)
-        class Node:
-            pass
         a, b = Node(), Node()
         a.other, b.other = b, a
         assert loading.import_all([("email.mime.text", ())]) == []
