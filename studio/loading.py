@@ -22,7 +22,6 @@ so that no later full collection walks them again: one would take 250-320 ms.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib
 import importlib.machinery
@@ -43,6 +42,8 @@ class _Dl:
     """``dlopen``/``dlclose`` of the C library, called as foreign functions (GIL released)."""
 
     def __init__(self) -> None:
+        import ctypes  # here, not at the top: the window shows before anything is loaded
+
         lib = ctypes.CDLL(None)
         self.open = lib.dlopen
         self.open.restype = ctypes.c_void_p
