@@ -43,7 +43,7 @@ from .annotation_view import AnnotationView
 from .engine_bridge import EngineBridge, JobCancelled, JobFailed, WorkerContext
 from .job_widget import JobProgress
 from .jobs import Job, JobState
-from .loading import import_all
+from .loading import import_all, released_loading
 from .message_bar import MessageBar
 from .prefs import StudioPrefs
 from .refinement_model import RefinementModel
@@ -105,6 +105,29 @@ def warm_up(ctx: WorkerContext) -> None:
 
     import_all(WARM_UP_IMPORTS, before_each=step)
     ctx.emit(Progress("load", total, total, "ready"))
+
+
+# The roles every round uses; loaded while the user looks at the project so that the first
+# round does not pay for them (building the CLIP tokenizer alone holds the GIL ~100 ms).
+PRELOAD_ROLES = ("generator", "controlnet", "pose", "vlm", "clip")
+
+
+def preload_models(ctx: WorkerContext, engine: Any, statuses: list[Any]) -> None:
+    """Load the models of a round now, in the engine thread, when every required role is there.
+
+    A failure here is not final: the message is shown and the round reports it again.
+    """
+    if any(s.required and not s.found for s in statuses):
+        return
+    found = {s.role for s in statuses if s.found}
+    roles = [r for r in PRELOAD_ROLES if r in found]
+    for i, role in enumerate(roles):
+        ctx.check_cancelled()
+        ctx.emit(Progress("load", i, len(roles), f"loading the {role} model"))
+        # freeze=False: a loaded model must stay collectable when the project changes.
+        with released_loading(freeze=False):
+            engine.registry.get(role)
+    ctx.emit(Progress("load", len(roles), len(roles), "models loaded"))
 
 
 class NewProjectDialog(QDialog):
@@ -205,6 +228,7 @@ class MainWindow(QMainWindow):
         self.bridge = EngineBridge(self._make_engine, self)
         self.bridge.queue.job_done.connect(self._on_job_done)
         self.bridge.engine_ready.connect(self._on_engine_ready)
+        self.bridge.event.connect(self._on_prepare_event)
 
         self.annotation_model = AnnotationModel(self, annotator=self.prefs.annotator)
         self.annotation_model.error.connect(self.show_error)
@@ -245,6 +269,10 @@ class MainWindow(QMainWindow):
             statuses = list(engine.check_models())
             if type(engine).__module__.startswith("tdri_engine."):
                 warm_up(ctx)
+                try:
+                    preload_models(ctx, engine, statuses)
+                except TdriError as exc:  # shown now; the round will say it again
+                    ctx.emit(Error(exc.kind, exc.message, exc.what_to_do))
             return statuses
 
         def done(job: Job) -> None:
@@ -264,6 +292,11 @@ class MainWindow(QMainWindow):
             self.engine_prepared.emit(statuses)
 
         return self.bridge.submit("prepare", "Loading the engine", work, cancellable=False, on_done=done)
+
+    def _on_prepare_event(self, job: Job, event: Any) -> None:
+        # A model that fails to preload: said now, while the user has not asked for a round.
+        if job.kind == "prepare" and isinstance(event, Error):
+            self.show_error(event)
 
     def _on_engine_ready(self, engine: Any) -> None:
         demo = bool(getattr(engine, "is_demo", False))
