@@ -100,6 +100,37 @@ def _broken(role: str, path: Path, exc: BaseException, what_to_do: str) -> Model
     )
 
 
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError)
+
+
+def load_transformers_folder(
+    path: Path,
+    spec: Any,
+    default_role: str,
+    fix: str,
+    model_cls: Any,
+    processor_cls: Any,
+    device: Any,
+    dtype: Any,
+) -> tuple[Any, Any]:
+    """The one loading path of the transformers roles (hf-clip, blip, vlm, llm).
+
+    Checks the folder and that its weights are safetensors, loads the model and its processor
+    (or tokenizer) offline, and turns any failure into ``ModelBroken`` naming the role, the
+    folder and ``fix``. Returns ``(model on device in eval mode, processor)``.
+    """
+    role = _role(spec, default_role)
+    path = _require_folder(path, spec, default_role, fix)
+    _require_safetensors(path, role)
+    try:
+        processor = processor_cls.from_pretrained(path, local_files_only=True)
+        with quiet_progress():
+            model = model_cls.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
+    except _LOAD_ERRORS as exc:
+        raise _broken(role, path, exc, fix) from exc
+    return model.to(device).eval(), processor
+
+
 def _as_rgb(image: Any, what: str = "image") -> Image.Image:
     from PIL import Image
 
@@ -349,22 +380,20 @@ def load_clip(path: Path, spec: SpecLike, device: torch.device, dtype: torch.dty
         if kind == "open_clip"
         else "Put a transformers CLIPModel folder (config.json, model.safetensors, processor files) there"
     ) + ", or point the profile's clip role at one; `tdri models demo` builds a tiny one."
-    path = _require_folder(path, spec, "clip", fix)
-    _require_safetensors(path, role)
-    try:
-        if kind == "open_clip":
+    if kind == "open_clip":
+        path = _require_folder(path, spec, "clip", fix)
+        _require_safetensors(path, role)
+        try:
             backend: _ClipBackend = _open_clip_from_folder(path, device, dtype)
-        else:
-            from transformers import CLIPModel, CLIPProcessor
+        except _LOAD_ERRORS as exc:
+            raise _broken(role, path, exc, fix) from exc
+    else:
+        from transformers import CLIPModel, CLIPProcessor
 
-            with quiet_progress():
-                model = CLIPModel.from_pretrained(
-                    path, dtype=dtype, local_files_only=True, use_safetensors=True
-                )
-            processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
-            backend = _HfClipBackend(model.to(device).eval(), processor, device, dtype)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise _broken(role, path, exc, fix) from exc
+        model, processor = load_transformers_folder(
+            path, spec, "clip", fix, CLIPModel, CLIPProcessor, device, dtype
+        )
+        backend = _HfClipBackend(model, processor, device, dtype)
     return ClipScorer(backend, name="CLIP")
 
 
@@ -426,21 +455,13 @@ class BlipScorer:
 def load_blip(path: Path, spec: SpecLike, device: torch.device, dtype: torch.dtype) -> BlipScorer:
     """Loader of the ``blip`` role: a transformers ``BlipForImageTextRetrieval`` folder
     (e.g. Salesforce/blip-itm-base-coco) with its ``BlipProcessor``."""
-    role = _role(spec, "blip")
     fix = (
         "Put a BlipForImageTextRetrieval folder (config.json, model.safetensors, processor files) there, "
         "or point the profile's blip role at one; `tdri models demo` builds a tiny one."
     )
-    path = _require_folder(path, spec, "blip", fix)
-    _require_safetensors(path, role)
-    try:
-        from transformers import BlipForImageTextRetrieval, BlipProcessor
+    from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-        with quiet_progress():
-            model = BlipForImageTextRetrieval.from_pretrained(
-                path, dtype=dtype, local_files_only=True, use_safetensors=True
-            )
-        processor = BlipProcessor.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise _broken(role, path, exc, fix) from exc
-    return BlipScorer(model.to(device).eval(), processor, device, dtype)
+    model, processor = load_transformers_folder(
+        path, spec, "blip", fix, BlipForImageTextRetrieval, BlipProcessor, device, dtype
+    )
+    return BlipScorer(model, processor, device, dtype)

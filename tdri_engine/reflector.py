@@ -138,28 +138,20 @@ def _clean_caption(text: str) -> str:
 def load_captioner(path: Path, spec: Any, device: torch.device, dtype: torch.dtype) -> Captioner:
     """Loader of the ``vlm`` role: any transformers image-text-to-text folder
     (AutoModelForImageTextToText + AutoProcessor; e.g. Qwen/Qwen2-VL-2B-Instruct)."""
-    from .metrics import _broken, _require_folder, _require_safetensors, _role, quiet_progress
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    role = _role(spec, "vlm")
+    from .metrics import load_transformers_folder
+
     fix = (
         "Put a transformers image-text-to-text model folder (config.json, *.safetensors, processor and "
         "tokenizer files) there, or point the profile's vlm role at one (e.g. Qwen/Qwen2-VL-2B-Instruct); "
         "`tdri models demo` builds a tiny one."
     )
-    path = _require_folder(path, spec, "vlm", fix)
-    _require_safetensors(path, role)
-    try:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        with quiet_progress():
-            model = AutoModelForImageTextToText.from_pretrained(
-                path, dtype=dtype, local_files_only=True, use_safetensors=True
-            )
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise _broken(role, path, exc, fix) from exc
+    model, processor = load_transformers_folder(
+        path, spec, "vlm", fix, AutoModelForImageTextToText, AutoProcessor, device, dtype
+    )
     max_new = int(default_templates().vlm.get("max_new_tokens", 40))
-    return Captioner(model.to(device).eval(), processor, device, max_new_tokens=max_new)
+    return Captioner(model, processor, device, max_new_tokens=max_new)
 
 
 # --------------------------------------------------------------------------------------------

@@ -545,27 +545,19 @@ class LocalLLM:
 def load_llm(path: Path, spec: Any, device: torch.device, dtype: torch.dtype) -> LocalLLM:
     """Loader of the ``llm`` role: any local transformers causal LM folder with its tokenizer
     (AutoModelForCausalLM + AutoTokenizer, e.g. Qwen/Qwen2.5-1.5B-Instruct)."""
-    from .metrics import _broken, _require_folder, _require_safetensors, _role, quiet_progress
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    role = _role(spec, "llm")
+    from .metrics import _role, load_transformers_folder
+
     fix = (
         "Put a transformers chat model folder (config.json, *.safetensors, tokenizer files) there, "
         "or point the profile's llm role at one (e.g. Qwen/Qwen2.5-1.5B-Instruct); "
         "`tdri models demo` builds a tiny one."
     )
-    path = _require_folder(path, spec, "llm", fix)
-    _require_safetensors(path, role)
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        with quiet_progress():
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, local_files_only=True, use_safetensors=True
-            )
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise _broken(role, path, exc, fix) from exc
-    return LocalLLM(model.to(device).eval(), tokenizer, device, name=f"{role} model")
+    model, tokenizer = load_transformers_folder(
+        path, spec, "llm", fix, AutoModelForCausalLM, AutoTokenizer, device, dtype
+    )
+    return LocalLLM(model, tokenizer, device, name=f"{_role(spec, 'llm')} model")
 
 
 # --------------------------------------------------------------------------------------------
