@@ -53,6 +53,57 @@ def tiny_vae() -> Any:
     )
 
 
+def tiny_sdxl_pipeline(tokenizer_dir: Path, *, layers_per_block: int = 1, seed: int = 0) -> Any:
+    """A tiny SDXL pipeline built from configs: two text encoders, pooled embeddings and time ids.
+
+    The demo profile stays SD-1.x; this one exercises the SDXL code paths (generator, pose
+    ControlNet, Attend-and-Excite, DPO) in tests, with nothing downloaded.
+    """
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from ..tokenizers_offline import save_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=layers_per_block,
+        sample_size=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, layers_per_block),
+        projection_class_embeddings_input_dim=80,  # pooled text (32) + 6 time ids x 8
+        cross_attention_dim=64,  # both encoders' hidden states side by side (32 + 32)
+    )
+    config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=32,
+        vocab_size=49408,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(save_clip_tokenizer(tokenizer_dir))
+    return StableDiffusionXLPipeline(
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(config),
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        add_watermarker=False,
+    )
+
+
 def build_sd_pipeline(dest: Path, seed: int = 0) -> Path:
     """A tiny SD-1.x pipeline folder (``model_index.json`` + components, safetensors)."""
     import torch

@@ -22,43 +22,11 @@ PROMPT = "a cat and a dog on a red sofa"
 @pytest.fixture(scope="module")
 def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SDXL pipeline (two text encoders, text_time embedding), saved as real ones are."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    from tdri_engine.demo.diffusion import tiny_vae
-    from tdri_engine.tokenizers_offline import save_clip_tokenizer
+    from tdri_engine.demo.diffusion import tiny_sdxl_pipeline
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sdxl_ae")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=80,  # pooled text (32) + 6 time ids x 8
-        cross_attention_dim=64,  # both encoders' hidden states side by side
-    )
-    config = CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32,
-        vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    )  # fmt: skip
-    tokenizer = CLIPTokenizer.from_pretrained(save_clip_tokenizer(root / "tok"))
-    pipe = StableDiffusionXLPipeline(
-        vae=tiny_vae(),
-        text_encoder=CLIPTextModel(config),
-        text_encoder_2=CLIPTextModelWithProjection(config),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-        add_watermarker=False,
-    )
+    pipe = tiny_sdxl_pipeline(root / "tok", layers_per_block=1)
     pipe.save_pretrained(root / "generator", safe_serialization=True)
     return root / "generator"
 

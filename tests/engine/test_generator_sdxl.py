@@ -18,58 +18,13 @@ from tdri_engine.settings import EngineSettings
 @pytest.fixture(scope="module")
 def sdxl_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny SDXL pipeline and its pose ControlNet, saved as real ones are (built in ~2 s)."""
-    from diffusers import (
-        ControlNetModel,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import ControlNetModel
 
-    from tdri_engine.demo.diffusion import tiny_vae
-    from tdri_engine.tokenizers_offline import save_clip_tokenizer
+    from tdri_engine.demo.diffusion import tiny_sdxl_pipeline
 
     root = tmp_path_factory.mktemp("sdxl")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # pooled text (32) + 6 time ids x 8
-        cross_attention_dim=64,  # both encoders' hidden states side by side (32 + 32)
-    )
-    vae = tiny_vae()  # the demo's
-    config = CLIPTextConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        projection_dim=32,
-        vocab_size=49408,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
-    tokenizer = CLIPTokenizer.from_pretrained(save_clip_tokenizer(root / "tok"))
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=CLIPTextModel(config),
-        text_encoder_2=CLIPTextModelWithProjection(config),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-        add_watermarker=False,
-    )
+    pipe = tiny_sdxl_pipeline(root / "tok", layers_per_block=2)
+    unet = pipe.unet
     pipe.save_pretrained(root / "generator", safe_serialization=True)
     ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(
         root / "controlnet", safe_serialization=True
