@@ -262,18 +262,7 @@ def base_and_adapted(
     for title, folder in (("Base", None), ("Adapted", adapter_dir)):
         res = generator.generate(prompt, seed=seed, adapter_dir=folder, cancel=ctx.cancel, on_event=ctx.emit)
         rec = store.add_image(
-            res.image,
-            ImageRecord(
-                prompt=prompt,
-                negative_prompt=settings.negative_prompt,
-                seed=res.seed,
-                model=res.model,
-                adapter_version=res.adapter,
-                steps=res.steps,
-                guidance=settings.guidance,
-                origin="generated",
-                name=f"{title.lower()} (same seed)",
-            ),
+            res.image, res.image_record(prompt, settings, name=f"{title.lower()} (same seed)")
         )
         image = read_qimage(store.image_path(rec))
         label = f"{title}{' ' + res.adapter if res.adapter else ''}"

@@ -312,6 +312,27 @@ class GenerationResult:
     mode: str = "text2img"  # "text2img" | "img2img" | "controlnet" | "controlnet-img2img"
     strength: float | None = None
 
+    def image_record(self, prompt: str, settings: Any, **fields: Any) -> Any:
+        """This image's provenance as a store record (the store writes it into the PNG too).
+
+        ``fields`` adds what only the caller knows: round, dialogue, parent, name.
+        """
+        from .records import ImageRecord
+
+        return ImageRecord(
+            prompt=prompt,
+            negative_prompt=settings.negative_prompt,
+            seed=self.seed,
+            model=self.model,
+            adapter_version=self.adapter,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance=settings.guidance,
+            origin="generated",
+            **fields,
+        )
+
 
 MAX_SEED = 2**63 - 1
 

@@ -600,21 +600,8 @@ class RefinementSession:
             cancel.raise_if_cancelled()
         s = self.settings
         question = reflection.question
-        record = ImageRecord(
-            prompt=prompt,
-            negative_prompt=s.negative_prompt,
-            seed=result.seed,
-            round=t,
-            model=result.model,
-            adapter_version=result.adapter,
-            width=result.width,
-            height=result.height,
-            steps=result.steps,
-            guidance=s.guidance,
-            origin="generated",
-            dialogue_id=dialogue.id,
-            parent_id=parent,
-            name=f"round {t}",
+        record = result.image_record(
+            prompt, s, round=t, dialogue_id=dialogue.id, parent_id=parent, name=f"round {t}"
         )
         r = reflection.reflection
         if question is not None:

@@ -34,6 +34,7 @@ from tdri_engine.events import (
     TrainingProgress,
     ignore_events,
 )
+from tdri_engine.generator import GenerationResult  # the real result type: no Qt, no torch
 from tdri_engine.records import (
     AdapterVersion,
     Choice,
@@ -295,20 +296,6 @@ class FakeSession:
                 self._pending = None
 
 
-@dataclass
-class FakeGeneration:
-    """Same fields as ``tdri_engine.generator.GenerationResult`` (those the studio reads)."""
-
-    image: Image.Image
-    seed: int
-    steps: int
-    width: int
-    height: int
-    model: str
-    adapter: str | None
-    warnings: tuple[str, ...] = ()
-
-
 class FakeGenerator:
     """``engine.generator.generate``: an adapter visibly changes the picture (warmer colours)."""
 
@@ -325,7 +312,7 @@ class FakeGenerator:
         cancel: CancelToken | None = None,
         on_event: EventSink | None = None,
         **_: Any,
-    ) -> FakeGeneration:
+    ) -> GenerationResult:
         emit = on_event or ignore_events
         for step in range(1, 5):
             if cancel is not None:
@@ -337,7 +324,7 @@ class FakeGenerator:
             r, g, b = image.split()
             image = Image.merge("RGB", (r.point(lambda v: min(255, v + 40)), g, b))
         self.calls.append((prompt, seed, adapter))
-        return FakeGeneration(image, seed, 4, image.width, image.height, "fake-engine", adapter)
+        return GenerationResult(image, seed, 4, image.width, image.height, "fake-engine", adapter)
 
 
 @dataclass
