@@ -72,13 +72,28 @@ def load_style(app: Any) -> None:
         log.warning("style sheet not loaded: %s", exc)
 
 
+# PySide6 releases the studio cannot run on, with the reason and the release to install.
+BROKEN_PYSIDE = {
+    "6.12.0": (
+        "it drops a reference to True/None on every signal emit under Python < 3.12, and the "
+        "interpreter aborts after a few thousand calls"
+    ),
+}
+PYSIDE_FIX = 'pip install "PySide6-Essentials>=6.8,!=6.12.0,<7"  (6.11.3 is tested)'
+
+
+def pyside_problem(version: str) -> str | None:
+    """Why this PySide6 release cannot run the studio and what to install instead, or None."""
+    why = BROKEN_PYSIDE.get(version)
+    if why is None:
+        return None
+    return f"PySide6 {version} cannot run TDRI Studio: {why}.\nInstall another release: {PYSIDE_FIX}"
+
+
 def make_app(argv0: str = "tdri-studio") -> Any:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from .qt_compat import protect_singletons
-
-    protect_singletons()  # before any signal is emitted (PySide6 6.12.0 refcount bug)
     app = QApplication.instance() or QApplication([argv0])
     app.setApplicationName("TDRI Studio")
     app.setOrganizationName("TDRI")
@@ -96,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshots or args.exit_when_shown:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     setup_logging()
+    import PySide6
+
+    problem = pyside_problem(PySide6.__version__)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     import qasync
 
     from .main_window import MainWindow

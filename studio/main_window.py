@@ -12,7 +12,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from tdri_engine import paths
 from tdri_engine.errors import ProjectError, TdriError
-from tdri_engine.events import Error, Progress
+from tdri_engine.events import Error
 from tdri_engine.settings import EngineSettings
 
 from . import shortcuts
@@ -43,13 +43,15 @@ from .annotation_view import AnnotationView
 from .engine_bridge import EngineBridge, JobCancelled, JobFailed, WorkerContext
 from .job_widget import JobProgress
 from .jobs import Job, JobState
-from .loading import import_all, released_loading
 from .message_bar import MessageBar
 from .prefs import StudioPrefs
 from .refinement_model import RefinementModel
 from .refinement_view import RefinementView
 from .settings_dialog import SettingsDialog, project_profile
 from .tags import available_sets
+
+if TYPE_CHECKING:
+    from tdri_engine.models import RoleStatus
 
 log = logging.getLogger(__name__)
 
@@ -65,69 +67,6 @@ def real_engine_factory(profile: str, settings: EngineSettings) -> Any:
     from tdri_engine.session import Engine
 
     return Engine(profile=profile, settings=settings)
-
-
-# What the engine imports lazily during the first round, as (module, attributes read). The
-# libraries import most of their classes on first attribute access, hence the attributes.
-# The benchmark reports how many modules the first round still imports, so drift shows.
-WARM_UP_IMPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("torch", ()),
-    ("safetensors.torch", ()),
-    ("transformers", ("GenerationConfig", "AutoTokenizer", "AutoModelForCausalLM", "AutoProcessor")),
-    (
-        "diffusers",
-        (
-            "DDIMScheduler",
-            "ControlNetModel",
-            "StableDiffusionPipeline",
-            "StableDiffusionImg2ImgPipeline",
-            "StableDiffusionControlNetPipeline",
-            "StableDiffusionControlNetImg2ImgPipeline",
-        ),
-    ),
-    ("peft", ()),
-    ("controlnet_aux.open_pose", ()),
-    ("open_clip", ()),
-)
-
-
-def warm_up(ctx: WorkerContext) -> None:
-    """Import the engine's heavy libraries now, while the user looks at the project.
-
-    Through :func:`studio.loading.import_all`: imported plainly, their shared libraries and
-    the garbage collector held the GIL for up to 600 ms at a time, a freeze of the window.
-    """
-    total = len(WARM_UP_IMPORTS)
-
-    def step(i: int, name: str) -> None:
-        ctx.check_cancelled()
-        ctx.emit(Progress("load", i, total, f"importing {name}"))
-
-    import_all(WARM_UP_IMPORTS, before_each=step)
-    ctx.emit(Progress("load", total, total, "ready"))
-
-
-# The roles every round uses; loaded while the user looks at the project so that the first
-# round does not pay for them (building the CLIP tokenizer alone holds the GIL ~100 ms).
-PRELOAD_ROLES = ("generator", "controlnet", "pose", "vlm", "clip")
-
-
-def preload_models(ctx: WorkerContext, engine: Any, statuses: list[Any]) -> None:
-    """Load the models of a round now, in the engine thread, when every required role is there.
-
-    A failure here is not final: the message is shown and the round reports it again.
-    """
-    if any(s.required and not s.found for s in statuses):
-        return
-    found = {s.role for s in statuses if s.found}
-    roles = [r for r in PRELOAD_ROLES if r in found]
-    for i, role in enumerate(roles):
-        ctx.check_cancelled()
-        ctx.emit(Progress("load", i, len(roles), f"loading the {role} model"))
-        # freeze=False: a loaded model must stay collectable when the project changes.
-        with released_loading(freeze=False):
-            engine.registry.get(role)
-    ctx.emit(Progress("load", len(roles), len(roles), "models loaded"))
 
 
 class NewProjectDialog(QDialog):
@@ -261,19 +200,10 @@ class MainWindow(QMainWindow):
     def prepare_engine(self) -> Job:
         """Create the engine in its thread, build demo models on first run, check the roles."""
 
-        def work(ctx: WorkerContext) -> list[Any]:
-            engine = ctx.engine
-            ensure = getattr(engine, "ensure_models", None)
-            if callable(ensure):
-                ensure(on_event=ctx.emit)
-            statuses = list(engine.check_models())
-            if type(engine).__module__.startswith("tdri_engine."):
-                warm_up(ctx)
-                try:
-                    preload_models(ctx, engine, statuses)
-                except TdriError as exc:  # shown now; the round will say it again
-                    ctx.emit(Error(exc.kind, exc.message, exc.what_to_do))
-            return statuses
+        def work(ctx: WorkerContext) -> list[RoleStatus]:
+            # The first call imports torch and loads the models: a one-time "loading the
+            # engine" state in the status bar; every round after it finds them loaded.
+            return ctx.engine.prepare(on_event=ctx.emit, cancel=ctx.cancel)
 
         def done(job: Job) -> None:
             if job.state is not JobState.FINISHED:

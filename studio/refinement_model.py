@@ -241,42 +241,25 @@ def personalisation_status(store: Any, every: int) -> Personalisation:
 def base_and_adapted(
     ctx: WorkerContext, store: Any, prompt: str, seed: int | None
 ) -> tuple[RoundView, RoundView]:
-    """Engine thread: one image without and one with the active adapter, same prompt and seed.
-
-    Both are saved in the project (so a choice between them is a preference like any other).
-    """
-    from tdri_engine.errors import BadInput
-
-    adapter_dir = _adapters().active_adapter_dir(store)
-    if adapter_dir is None:
-        raise BadInput(
-            "No adapter is active, so there is nothing to compare with the base model.",
-            "Switch to an adapter version, or make more choices until the first update.",
-        )
-    engine = ctx.engine
-    settings, _notes = engine.session_settings(store.settings)
-    generator = engine.generator
-    generator.settings = settings
-    seed = int(seed if seed is not None else 0)
+    """Engine thread: the engine's base-vs-adapted pair, decoded for the view."""
+    base, adapted = ctx.engine.compare_base_adapted(
+        store, prompt, seed=seed, cancel=ctx.cancel, on_event=ctx.emit
+    )
     views = []
-    for title, folder in (("Base", None), ("Adapted", adapter_dir)):
-        res = generator.generate(prompt, seed=seed, adapter_dir=folder, cancel=ctx.cancel, on_event=ctx.emit)
-        rec = store.add_image(
-            res.image, res.image_record(prompt, settings, name=f"{title.lower()} (same seed)")
-        )
-        image = read_qimage(store.image_path(rec))
-        label = f"{title}{' ' + res.adapter if res.adapter else ''}"
+    for title, rec in (("Base", base), ("Adapted", adapted)):
+        path = store.image_path(rec)
+        image = read_qimage(path)
         views.append(
             RoundView(
                 round=-1,
                 image_id=rec.id,
-                image_path=str(store.image_path(rec)),
+                image_path=str(path),
                 prompt=prompt,
-                seed=res.seed,
-                adapter_version=res.adapter,
+                seed=rec.seed,
+                adapter_version=rec.adapter_version,
                 image=image,
                 thumb=_thumb(image),
-                label=label,
+                label=f"{title}{' ' + rec.adapter_version if rec.adapter_version else ''}",
             )
         )
     return views[0], views[1]

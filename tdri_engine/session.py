@@ -129,8 +129,82 @@ class Engine:
             raise ModelMissing(first.role, first.looked_in, first.what_to_do, detail=detail.strip())
         return statuses
 
+    # The roles every round uses, loaded by prepare() so the first round does not pay for them.
+    PRELOAD_ROLES: tuple[str, ...] = ("generator", "controlnet", "pose", "vlm", "clip")
+
+    def prepare(
+        self, *, on_event: EventSink | None = None, cancel: CancelToken | None = None
+    ) -> list[RoleStatus]:
+        """Get ready for the first round: build the demo models on first run, check every role
+        (``ModelMissing`` for a missing required one, as :meth:`ensure_models`), and load the
+        models a round uses.
+
+        A model that fails to load is reported as an ``Error`` event, not raised: the round that
+        needs it reports it again, and the other roles stay usable. Loading imports torch and
+        the model libraries in the calling thread, which is the point: the studio calls this in
+        its engine thread while the user looks at the project.
+        """
+        emit = on_event or ev.ignore_events
+        statuses = self.ensure_models(emit)  # ModelMissing names the first missing role
+        found = {s.role for s in statuses if s.found}
+        roles = [r for r in self.PRELOAD_ROLES if r in found]
+        for i, role in enumerate(roles):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            emit(ev.Progress("load", i, len(roles), f"loading the {role} model"))
+            try:
+                self.registry.get(role)
+            except TdriError as exc:
+                emit(ev.Error(exc.kind, exc.message, exc.what_to_do))
+                return statuses
+        emit(ev.Progress("load", len(roles), len(roles), "models loaded"))
+        return statuses
+
+    def compare_base_adapted(
+        self,
+        store: Any,
+        prompt: str,
+        *,
+        seed: int | None = None,
+        cancel: CancelToken | None = None,
+        on_event: EventSink | None = None,
+    ) -> tuple[ImageRecord, ImageRecord]:
+        """One image without and one with the project's active adapter, same prompt and seed.
+
+        Both are saved in the project (a choice between them is a preference like any other).
+        Raises ``BadInput`` when no adapter is active: there is nothing to compare.
+        """
+        from .optimizer import adapters
+
+        adapter_dir = adapters.active_adapter_dir(store)
+        if adapter_dir is None:
+            raise BadInput(
+                "No adapter is active, so there is nothing to compare with the base model.",
+                "Switch to an adapter version, or make more choices until the first update.",
+            )
+        settings, _notes = self.session_settings(store.settings)
+        generator = self.generator
+        generator.settings = settings
+        seed = int(seed if seed is not None else 0)
+        out: list[ImageRecord] = []
+        for title, folder in (("base", None), ("adapted", adapter_dir)):
+            res = generator.generate(prompt, seed=seed, adapter_dir=folder, cancel=cancel, on_event=on_event)
+            out.append(
+                store.add_image(res.image, res.image_record(prompt, settings, name=f"{title} (same seed)"))
+            )
+        return out[0], out[1]
+
     def session_settings(self, settings: EngineSettings) -> tuple[EngineSettings, list[str]]:
-        """A project's settings within the profile's limits (the demo models are tiny)."""
+        """A project's settings within the profile's limits (the demo models are tiny), with the
+        profile's calibrated tau and A&E threshold where the project leaves them empty."""
+        own = self.profile.thresholds
+        filled = {
+            k: v
+            for k, v in (("tau", own.tau), ("ae_threshold", own.ae_threshold))
+            if getattr(settings, k, None) is None
+        }
+        if filled:
+            settings = settings.replace(**filled)
         limits = self.profile.limits
         changes = {
             k: v

@@ -22,10 +22,6 @@ pytest.importorskip("PySide6")
 qasync = pytest.importorskip("qasync")
 
 from PySide6.QtCore import QCoreApplication, QEvent  # noqa: E402
-
-from studio.qt_compat import protect_singletons  # noqa: E402
-
-protect_singletons()  # PySide6 6.12.0 on Python < 3.12 drops references to True/None
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fake_engine, without a tests package

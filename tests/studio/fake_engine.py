@@ -35,6 +35,7 @@ from tdri_engine.events import (
     ignore_events,
 )
 from tdri_engine.generator import GenerationResult  # the real result type: no Qt, no torch
+from tdri_engine.models import RoleStatus
 from tdri_engine.records import (
     AdapterVersion,
     Choice,
@@ -68,21 +69,6 @@ class ScriptedRound:
     step_delay: float = 0.0
     pose_found: bool = True
     response: str = ""
-
-
-@dataclass
-class RoleStatus:
-    """Same fields as ``tdri_engine.models.RoleStatus``."""
-
-    role: str
-    kind: str
-    source: str
-    found: bool
-    path: str | None
-    looked_in: list[str]
-    what_to_do: str
-    required: bool = True
-    reason: str = ""
 
 
 def draw_garment(prompt: str, seed: int, round_: int, size: int = 128) -> Image.Image:
@@ -364,13 +350,46 @@ class FakeEngine:
                     path=None if missing else f"/models/{role}",
                     looked_in=[f"/models/{role}"],
                     what_to_do=f"Copy the {role} model into /models/{role}." if missing else "",
+                    required=True,
                 )
             )
         return out
 
-    def ensure_models(self, on_event: EventSink | None = None) -> None:
+    def ensure_models(self, on_event: EventSink | None = None) -> list[RoleStatus]:
         self.calls.append(("ensure_models", threading.get_ident()))
         (on_event or ignore_events)(Progress("load", 1, 1, "fake models ready"))
+        return self.check_models()
+
+    def prepare(
+        self, *, on_event: EventSink | None = None, cancel: CancelToken | None = None
+    ) -> list[RoleStatus]:
+        """Nothing to load: the fake models are ready once ``ensure_models`` said so."""
+        self.ensure_models(on_event)
+        return self.check_models()
+
+    def compare_base_adapted(
+        self,
+        store: Any,
+        prompt: str,
+        *,
+        seed: int | None = None,
+        cancel: CancelToken | None = None,
+        on_event: EventSink | None = None,
+    ) -> tuple[ImageRecord, ImageRecord]:
+        """Base and adapted images from the fake generator, saved like the real engine saves them."""
+        from tdri_engine.optimizer import adapters
+
+        adapter_dir = adapters.active_adapter_dir(store)
+        if adapter_dir is None:
+            raise BadInput("No adapter is active.", "Switch to an adapter version.")
+        seed = int(seed if seed is not None else 0)
+        out = []
+        for title, folder in (("base", None), ("adapted", adapter_dir)):
+            res = self.generator.generate(
+                prompt, seed=seed, adapter_dir=folder, cancel=cancel, on_event=on_event
+            )
+            out.append(store.add_image(res.image, res.image_record(prompt, store.settings, name=title)))
+        return out[0], out[1]
 
     def open_session(
         self,
