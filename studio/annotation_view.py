@@ -60,7 +60,7 @@ from tdri_engine.errors import TdriError
 from tdri_engine.events import Error
 from tdri_engine.records import Choice, ImageRecord, Task
 
-from . import shortcuts
+from . import shortcuts, store_io
 from .annotation_model import FILTERS, AnnotationModel
 from .image_view import ImageView
 from .tags import available_sets
@@ -678,9 +678,8 @@ class AnnotationView(QWidget):
         pair = self.pair_check.isChecked()
         self.load_button.setEnabled(False)
         self._show_info("Importing images…", "")
-        loop = asyncio.get_event_loop()
         try:
-            result = await loop.run_in_executor(None, lambda: store.import_images(paths, pair=pair))
+            result = await store_io.run(lambda: store.import_images(paths, pair=pair))
         except TdriError as exc:
             self._show_error(Error(exc.kind, f"Nothing was imported: {exc.message}", exc.what_to_do))
             return None
@@ -772,10 +771,7 @@ class AnnotationView(QWidget):
         self.spawn(self._load_images(gen, paths))
 
     async def _load_images(self, gen: int, paths: list[str]) -> None:
-        loop = asyncio.get_event_loop()
-        results = await asyncio.gather(
-            *[loop.run_in_executor(None, read_image_file, p) if p else _none() for p in paths]
-        )
+        results = await asyncio.gather(*[store_io.run(read_image_file, p) if p else _none() for p in paths])
         if gen != self._load_generation:
             return  # the user moved on; a newer load will fill the panels
         for i, (image, message) in enumerate(results):

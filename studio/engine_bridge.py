@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -25,12 +26,32 @@ from PySide6.QtGui import QImage
 
 from tdri_engine.errors import Cancelled, TdriError
 from tdri_engine.events import Error, Preview, Progress, TrainingProgress
+from tdri_engine.settings import EngineSettings
 
 from .jobs import Job, JobQueue, JobState
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[], Any]
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine the worker makes: a profile and the settings that choose its devices.
+
+    Handed to the engine thread by a job (:meth:`EngineBridge.configure`), so the engine thread
+    reads no attribute the GUI thread may be changing.
+    """
+
+    profile: str = "demo"
+    settings: EngineSettings = field(default_factory=EngineSettings)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What needs a new engine when it changes (other settings apply per round)."""
+        s = self.settings
+        return (self.profile, s.device, s.dtype, s.cpu_offload)
+
+
+EngineFactory = Callable[[EngineSpec], Any]
 
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress updates a second reach the GUI
 PREVIEW_INTERVAL_S = 0.15  # a preview costs a QImage conversion and a repaint
@@ -112,6 +133,10 @@ class WorkerContext:
         """Forget the engine (its models are freed); the next job that asks makes a new one."""
         self._worker.drop_engine()
 
+    def configure(self, spec: EngineSpec) -> None:
+        """Use ``spec`` from now on; an engine made for another key is dropped."""
+        self._worker.configure(spec)
+
     def check_cancelled(self) -> None:
         self.cancel.raise_if_cancelled()
 
@@ -149,15 +174,21 @@ class EngineWorker(QObject):
     def __init__(self, factory: EngineFactory) -> None:
         super().__init__()
         self._factory = factory
+        self._spec = EngineSpec()
         self._engine: Any = None
         self._ctx: WorkerContext | None = None
         self.thread_ident: int | None = None
 
     def engine(self) -> Any:
         if self._engine is None:
-            self._engine = self._factory()
+            self._engine = self._factory(self._spec)
             self.engine_created.emit(self._engine)
         return self._engine
+
+    def configure(self, spec: EngineSpec) -> None:
+        if spec.key != self._spec.key:
+            self.drop_engine()
+        self._spec = spec
 
     def drop_engine(self) -> None:
         engine, self._engine = self._engine, None
@@ -206,6 +237,7 @@ class EngineBridge(QObject):
         super().__init__(parent)
         self.queue = JobQueue(self)
         self._engine: Any = None
+        self._spec_key: tuple[Any, ...] | None = None
         self._thread = QThread()
         self._thread.setObjectName("tdri-engine")
         self._worker = EngineWorker(engine_factory)
@@ -272,10 +304,28 @@ class EngineBridge(QObject):
         future.job = self.submit(kind, label, fn, cancellable=cancellable, on_done=done)  # type: ignore[attr-defined]
         return future
 
-    def reset_engine(self) -> Job:
-        """Drop the engine after the jobs already queued (new profile, device or dtype)."""
-        self._engine = None
-        return self.submit("reset", "Releasing the models", lambda ctx: ctx.drop_engine(), cancellable=False)
+    def configure(self, spec: EngineSpec) -> Job:
+        """Make the engine from ``spec`` after the jobs already queued; an engine of another
+        profile, device or precision is released (its models freed) first."""
+        if self._engine is not None and spec.key != self._spec_key:
+            self._engine = None
+        self._spec_key = spec.key
+        return self.submit("reset", "Choosing the models", lambda ctx: ctx.configure(spec), cancellable=False)
+
+    async def drain(self) -> None:
+        """Cancel every job, then wait until all of them ended.
+
+        Jobs run in submission order in one thread, so a marker job submitted now runs once
+        every earlier job has ended: a cancelled round or update stops at its next check (one
+        denoising or training step). Used before a project closes: no job may then hold it.
+        """
+        self.queue.cancel_all()
+        if not self._thread.isRunning():
+            return
+        try:
+            await self.run("drain", "Finishing the running jobs", lambda ctx: None, cancellable=False)
+        except (JobCancelled, JobFailed):
+            pass  # ended either way: it ran after every earlier job
 
     def shutdown(self, timeout_ms: int = 15000) -> bool:
         """Cancel everything, free the models and stop the thread; True when it stopped in time."""

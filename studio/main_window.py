@@ -37,10 +37,10 @@ from tdri_engine.errors import ProjectError, TdriError
 from tdri_engine.events import Error
 from tdri_engine.settings import EngineSettings
 
-from . import shortcuts
+from . import shortcuts, store_io
 from .annotation_model import AnnotationModel
 from .annotation_view import AnnotationView
-from .engine_bridge import EngineBridge, JobCancelled, JobFailed, WorkerContext
+from .engine_bridge import EngineBridge, EngineSpec, JobCancelled, JobFailed, WorkerContext
 from .job_widget import JobProgress
 from .jobs import Job, JobState
 from .message_bar import MessageBar
@@ -157,14 +157,13 @@ class MainWindow(QMainWindow):
         self.setAccessibleName("TDRI Studio")
         self.prefs = prefs or StudioPrefs.load()
         self.store: Any = None
-        self._engine_factory = engine_factory
-        self._engine_key: tuple[Any, ...] | None = None
-        self._engine_profile = "demo"
-        self._engine_settings = EngineSettings()
+        self._engine_spec = EngineSpec()  # GUI-side copy; the engine thread gets its own by a job
         self._tasks: set[asyncio.Future] = set()
         self._shown_once = False
         self._closing = False
-        self.bridge = EngineBridge(self._make_engine, self)
+        # The factory gets the spec from the engine thread's own copy: no window attribute is
+        # read outside the GUI thread.
+        self.bridge = EngineBridge(lambda spec: engine_factory(spec.profile, spec.settings), self)
         self.bridge.queue.job_done.connect(self._on_job_done)
         self.bridge.engine_ready.connect(self._on_engine_ready)
         self.bridge.event.connect(self._on_prepare_event)
@@ -181,19 +180,10 @@ class MainWindow(QMainWindow):
         self.bridge.start()
 
     # ------------------------------------------------------------------ engine
-    def _make_engine(self) -> Any:
-        # Runs in the engine thread: read the plain values set by the GUI thread at project open.
-        return self._engine_factory(self._engine_profile, self._engine_settings)
-
     def _configure_engine(self, store: Any) -> None:
         profile = project_profile(store)
-        s = store.settings
-        key = (profile, s.device, s.dtype, s.cpu_offload)
-        self._engine_settings = s
-        if self._engine_key is not None and key != self._engine_key:
-            self.bridge.reset_engine()
-        self._engine_profile = profile
-        self._engine_key = key
+        self._engine_spec = EngineSpec(profile, store.settings)
+        self.bridge.configure(self._engine_spec)
         self.demo_banner.setVisible(profile == "demo")
         self.profile_label.setText(f"Models: {profile}" + (" (demo)" if profile == "demo" else ""))
 
@@ -230,7 +220,7 @@ class MainWindow(QMainWindow):
 
     def _on_engine_ready(self, engine: Any) -> None:
         demo = bool(getattr(engine, "is_demo", False))
-        name = getattr(engine, "profile_name", self._engine_profile)
+        name = getattr(engine, "profile_name", self._engine_spec.profile)
         self.demo_banner.setVisible(demo)
         self.profile_label.setText(f"Models: {name}" + (" (demo)" if demo else ""))
 
@@ -453,9 +443,8 @@ class MainWindow(QMainWindow):
     async def open_project(self, path: str | Path, *, quiet: bool = False) -> Any:
         from tdri_engine.store import open_project
 
-        loop = asyncio.get_event_loop()
         try:
-            store = await loop.run_in_executor(None, lambda: open_project(Path(path)))
+            store = await store_io.run(open_project, Path(path))
         except TdriError as exc:
             self.show_error(Error(exc.kind, f"Could not open the project: {exc.message}", exc.what_to_do))
             if quiet and isinstance(exc, ProjectError):
@@ -468,10 +457,9 @@ class MainWindow(QMainWindow):
         from tdri_engine.store import create_project
 
         root = self.prefs.projects_root()
-        loop = asyncio.get_event_loop()
         try:
-            store = await loop.run_in_executor(None, lambda: create_project(root, name, profile=profile))
-            store.set_meta("tag_set", tag_set)
+            store = await store_io.run(lambda: create_project(root, name, profile=profile))
+            await store_io.run(store.set_meta, "tag_set", tag_set)
         except TdriError as exc:
             self.show_error(Error(exc.kind, f"Could not create the project: {exc.message}", exc.what_to_do))
             return None
@@ -479,22 +467,31 @@ class MainWindow(QMainWindow):
         self.message_bar.show_info(f"Created project “{store.name}” in {store.path}.")
         return store
 
-    async def _set_store(self, store: Any) -> None:
+    async def close_project(self) -> None:
+        """Close the open project once nothing holds it: the one place a project is closed.
+
+        The views let go of it first (edits flushed), then every engine job is cancelled and
+        awaited (a round or an update stops at its next step), then the store I/O queued before
+        is done, and only then the store closes, in the store I/O thread. A job that still
+        tried to write afterwards would get the store's "closed" error, never a silent write.
+        """
         old = self.store
-        if old is not None:
-            self.annotation_model.flush()
-            self.refinement_model.unload()
-            self.bridge.queue.cancel_all()
+        if old is None:
+            return
+        self.annotation_model.unload()  # flushes the last edits
+        self.refinement_model.unload()
+        self.store = None
+        await self.bridge.drain()
+        try:
+            await store_io.run(old.close)
+        except TdriError as exc:
+            self.show_error(Error(exc.kind, f"Closing the previous project: {exc.message}", exc.what_to_do))
+
+    async def _set_store(self, store: Any) -> None:
+        await self.close_project()
         self.store = store
         self.annotation_model.load(store)
         self._configure_engine(store)
-        if old is not None:
-            try:
-                old.close()
-            except TdriError as exc:
-                self.show_error(
-                    Error(exc.kind, f"Closing the previous project: {exc.message}", exc.what_to_do)
-                )
         self.prefs.remember_project(store.path)
         self._save_prefs()
         self.setWindowTitle(f"TDRI Studio — {store.name}")

@@ -34,6 +34,7 @@ from tdri_engine.events import (
 )
 from tdri_engine.records import Choice, Dialogue, DialogueTurn, ImageRecord
 
+from . import store_io
 from .engine_bridge import EngineBridge, JobCancelled, JobFailed, PreviewFrame, WorkerContext
 from .jobs import Job
 from .observable import observable
@@ -341,12 +342,11 @@ class RefinementModel(QObject):
             self.dialogue_id = None
             self.prompt = ""
         else:
-            loop = asyncio.get_event_loop()
             tau = self.tau
-            rounds = await loop.run_in_executor(None, rounds_from_store, store, dialogue.id, tau)
+            rounds = await store_io.run(rounds_from_store, store, dialogue.id, tau)
             pose = None
             if dialogue.pose_file:
-                pose = await loop.run_in_executor(None, read_qimage, str(store.path / dialogue.pose_file))
+                pose = await store_io.run(read_qimage, str(store.path / dialogue.pose_file))
             if store is not self.store:
                 return  # another project was opened meanwhile
             self.dialogue_id = dialogue.id
@@ -538,9 +538,8 @@ class RefinementModel(QObject):
             return self._personalisation
         store = self.store
         every = store.settings.update_every
-        loop = asyncio.get_event_loop()
         try:
-            status = await loop.run_in_executor(None, personalisation_status, store, every)
+            status = await store_io.run(personalisation_status, store, every)
         except Exception as exc:
             log.exception("personalisation status failed")
             status = Personalisation(every=every, available=False, note=f"Could not read the adapters: {exc}")

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from tdri_engine.errors import TdriError
 from tdri_engine.settings import ASPECTS, EngineSettings
 
+from . import store_io
 from .prefs import StudioPrefs
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,20 @@ class SettingsDialog(QDialog):
         s.setDecimals(decimals)
         return s
 
+    def _optional_dspin(self, name: str, lo: float, hi: float, step: float = 0.01) -> QDoubleSpinBox:
+        """A spin box whose lowest position means "empty": the model profile's calibrated value."""
+        s = self._dspin(name, lo - step, hi, step)
+        s.setSpecialValueText("profile's calibrated value")
+        return s
+
+    @staticmethod
+    def _set_optional(spin: QDoubleSpinBox, value: float | None) -> None:
+        spin.setValue(spin.minimum() if value is None else value)
+
+    @staticmethod
+    def _optional(spin: QDoubleSpinBox) -> float | None:
+        return None if spin.value() <= spin.minimum() else spin.value()
+
     def _combo(self, name: str, items: tuple[str, ...]) -> QComboBox:
         c = QComboBox()
         c.setObjectName(name)
@@ -257,7 +272,7 @@ class SettingsDialog(QDialog):
 
     def _build_dialogue_tab(self) -> None:
         f = self._form_tab("dialogueTab", "Dialogue")
-        self.tau_spin = self._dspin("tau", 0.0, 1.0, 0.01)
+        self.tau_spin = self._optional_dspin("tau", 0.0, 1.0, 0.01)
         self._row(f, "Ambiguity threshold τ:", self.tau_spin, "tau")
         self.weight_spins: dict[str, QDoubleSpinBox] = {}
         for a in ASPECTS:
@@ -285,7 +300,7 @@ class SettingsDialog(QDialog):
         self.ae_check = QCheckBox("Attend-and-Excite rescues forgotten subjects")
         self.ae_check.setObjectName("use_attend_excite")
         self._row(f, "Attend-and-Excite:", self.ae_check, "use_attend_excite")
-        self.ae_spin = self._dspin("ae_threshold", 0.0, 1.0, 0.01)
+        self.ae_spin = self._optional_dspin("ae_threshold", 0.0, 1.0, 0.01)
         self._row(f, "A&E threshold:", self.ae_spin, "ae_threshold")
 
     def _build_projects_tab(self) -> None:
@@ -331,7 +346,7 @@ class SettingsDialog(QDialog):
         self.pose_strength_spin.setValue(s.pose_strength)
         self.pose_sigma_spin.setValue(s.pose_sigma)
         self.offload_check.setChecked(s.cpu_offload)
-        self.tau_spin.setValue(s.tau)
+        self._set_optional(self.tau_spin, s.tau)
         for a, spin in self.weight_spins.items():
             spin.setValue(float(s.aspect_weights.get(a, 0.0)))
         self.alpha_spin.setValue(s.alpha)
@@ -341,7 +356,7 @@ class SettingsDialog(QDialog):
         self.update_every_spin.setValue(s.update_every)
         self.auto_update_check.setChecked(self.prefs.auto_update)
         self.ae_check.setChecked(s.use_attend_excite)
-        self.ae_spin.setValue(s.ae_threshold)
+        self._set_optional(self.ae_spin, s.ae_threshold)
         self.projects_dir_edit.setText(str(self.prefs.projects_root()))
         self.annotator_edit.setText(self.prefs.annotator)
         self.project_path_label.setText(
@@ -378,7 +393,7 @@ class SettingsDialog(QDialog):
                 "pose_strength": self.pose_strength_spin.value(),
                 "pose_sigma": self.pose_sigma_spin.value(),
                 "cpu_offload": self.offload_check.isChecked(),
-                "tau": self.tau_spin.value(),
+                "tau": self._optional(self.tau_spin),
                 "aspect_weights": {a: s.value() for a, s in self.weight_spins.items()},
                 "alpha": self.alpha_spin.value(),
                 "beta": self.beta_spin.value(),
@@ -386,7 +401,7 @@ class SettingsDialog(QDialog):
                 "questioner": self.questioner_combo.currentData(),
                 "update_every": self.update_every_spin.value(),
                 "use_attend_excite": self.ae_check.isChecked(),
-                "ae_threshold": self.ae_spin.value(),
+                "ae_threshold": self._optional(self.ae_spin),
             }
         )
 
@@ -452,9 +467,8 @@ class SettingsDialog(QDialog):
         self.check_button.setEnabled(False)
 
         async def run() -> None:
-            loop = asyncio.get_event_loop()
             try:
-                profile, statuses = await loop.run_in_executor(None, check_models, name)
+                profile, statuses = await store_io.run(check_models, name)
             except TdriError as exc:
                 self.models_summary.setText(f"⚠ {exc.message} {exc.what_to_do}")
                 self.statuses = []

@@ -334,6 +334,7 @@ class Database:
         self.journal: JournalWriter | None = None
         self.lock = threading.RLock()
         self._bg: threading.Thread | None = None  # the background compaction, if one runs
+        self.closed = False  # set by close(): every later write is refused
 
     # ---- paths
     def _p(self, name: str) -> Path:
@@ -584,6 +585,7 @@ class Database:
                 kind="project-read-only",
             )
         with self.lock:
+            self._refuse_if_closed(action)
             plan: list[tuple[str, Table, int, Any, str]] = []  # (kind, table, doc_id, key, text)
             ops_json: list[str] = []
             allocated: dict[tuple[str, Any], int] = {}
@@ -620,6 +622,17 @@ class Database:
                     tbl.apply_del(doc_id)
             if self._should_compact():
                 self._auto_compact()
+
+    def _refuse_if_closed(self, action: str) -> None:
+        """A closed database never reopens its journal: a late write after close() is a bug in
+        the caller's sequencing (a job still running on a project being switched away from),
+        and appending then would write behind the back of whoever opens the project next."""
+        if self.closed:
+            raise ProjectError(
+                f"Could not {action}: the project {self.folder} was closed.",
+                "Open the project again; this change was not saved.",
+                kind="project-closed",
+            )
 
     def _writer(self, action: str) -> JournalWriter:
         if self.journal is None:  # an earlier compaction failed between files: reopen
@@ -739,6 +752,7 @@ class Database:
             return
         self.wait_for_compaction()
         with self.lock:
+            self._refuse_if_closed("compact the project")
             if self._p(MID_JOURNAL).exists():
                 fresh = True  # a background run failed midway: rebuild the chain from scratch
             payload = self.snapshot_bytes()
@@ -787,6 +801,7 @@ class Database:
     def close(self) -> None:
         self.wait_for_compaction()
         with self.lock:
+            self.closed = True
             if self.journal is not None:
                 self.journal.close()
                 self.journal = None

@@ -325,6 +325,8 @@ class FakeEngine:
     calls: list[tuple[str, int]] = field(default_factory=list)
     sessions: list[FakeSession] = field(default_factory=list)
     generator: FakeGenerator = field(default_factory=FakeGenerator)
+    train_steps: int = 2
+    train_step_delay: float = 0.0  # seconds per training step (to hold the store a while)
 
     def session_settings(self, settings: Any) -> tuple[Any, list[str]]:
         return settings, []
@@ -423,8 +425,16 @@ class FakeEngine:
             loss_curve=[0.693, 0.69],
             implicit_accuracy=0.6,
         )
+        # like the real trainer: the store is read above, each step checks the cancel token,
+        # and nothing is written before the last step is done
+        for step in range(1, self.train_steps + 1):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            time.sleep(self.train_step_delay)
+            (on_event or ignore_events)(TrainingProgress(step, self.train_steps, 0.69, 0.6))
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         write_tiny_lora(store.path / version.path)
-        (on_event or ignore_events)(TrainingProgress(2, 2, 0.69, 0.6))
         store.put_many([version, *[p.replace(used_in=[version.id]) for p in pairs]])
         store.set_meta("active_adapter", version.id)
         return version

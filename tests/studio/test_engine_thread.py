@@ -18,7 +18,7 @@ from tdri_engine.events import Progress
 def test_jobs_run_in_order_off_the_gui_thread_and_every_failure_becomes_an_error_value(qtbot, run):
     made_in: list[int] = []
 
-    def factory():
+    def factory(spec):
         made_in.append(threading.get_ident())
         return "the engine"
 
