@@ -3,8 +3,11 @@
 Each group of subcommands lives beside the code it drives and registers itself here:
 ``tdri_engine.cli_models`` (models demo/check), ``tdri_engine.cli_session`` (generate, refine),
 ``tdri_engine.optimizer.cli`` (train, adapters, export), ``tdri_engine.store.cli`` (project tools).
-Benchmarks are scripts under ``tests/bench/`` (JSON out), not subcommands.
+``tdri_engine.bench.cli`` (bench generate, bench round: the engine against plain diffusers);
+the other benchmarks are scripts under ``tests/bench/`` (JSON out).
 Errors print their message and what to do, and exit non-zero; no traceback for expected failures.
+Every print of user text (names, prompts, tags, paths) goes through ``validation.terminal_safe``:
+a project name cannot clear the screen. Text and paths are checked before any model loads.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import importlib
 import sys
 
 from .errors import TdriError
+from .validation import terminal_lines
 
 # module path of each subcommand group; each module defines register(subparsers)
 COMMAND_MODULES = (
@@ -21,6 +25,7 @@ COMMAND_MODULES = (
     "tdri_engine.cli_session",
     "tdri_engine.optimizer.cli",
     "tdri_engine.store.cli",
+    "tdri_engine.bench.cli",
 )
 
 
@@ -50,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TdriError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        # messages quote names, prompts and paths: shown escaped, they cannot drive the terminal
+        print(f"error: {terminal_lines(exc.message)}", file=sys.stderr)
         if exc.what_to_do:
-            print(f"what to do: {exc.what_to_do}", file=sys.stderr)
+            print(f"what to do: {terminal_lines(exc.what_to_do)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

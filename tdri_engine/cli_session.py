@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
+from .validation import (
+    MAX_ANSWER_CHARS,
+    MAX_PROMPT_CHARS,
+    check_output_path,
+    check_path,
+    check_text,
+    decode_utf8,
+    terminal_safe,
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -78,7 +87,17 @@ def _settings_with(base: Any, args: argparse.Namespace) -> Any:
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(terminal_safe(text), file=sys.stderr, flush=True)
+
+
+def _prompt_arg(args: argparse.Namespace) -> str:
+    """The checked --prompt (and --negative): before any model loads, a bad one costs nothing."""
+    if args.negative is not None:
+        check_text(args.negative, "The negative prompt", max_chars=MAX_PROMPT_CHARS, multiline=True)
+    prompt = check_text(args.prompt, "The prompt", max_chars=MAX_PROMPT_CHARS, multiline=True).strip()
+    if not prompt:
+        raise BadInput("The prompt is empty.", "Describe the image you want, e.g. --prompt 'a red dress'.")
+    return prompt
 
 
 def _progress_printer() -> Any:
@@ -122,10 +141,8 @@ def _generate(args: argparse.Namespace) -> int:
     from .settings import EngineSettings
     from .store.images import save_png
 
-    prompt = args.prompt.strip()
-    if not prompt:
-        raise BadInput("The prompt is empty.", "Describe the image you want, e.g. --prompt 'a red dress'.")
-    out: Path = args.out
+    prompt = _prompt_arg(args)
+    out: Path = check_output_path(args.out)
     if out.suffix.lower() != ".png":
         raise BadInput(
             f"{out} is not a .png file name.", "Name the output file *.png (it carries the provenance)."
@@ -157,7 +174,7 @@ def _generate(args: argparse.Namespace) -> int:
             "origin": "generated",
         },
     )
-    print(f"{out} ({result.width}x{result.height}, seed {seed}, {result.steps} steps)")
+    print(f"{terminal_safe(out)} ({result.width}x{result.height}, seed {seed}, {result.steps} steps)")
     return 0
 
 
@@ -174,27 +191,44 @@ def _open_or_create(folder: Path, profile: str | None) -> Any:
     return store
 
 
-def _read_answer(stream: Any, interactive: bool) -> str | None:
-    """One answer line; None at end of input."""
+def _read_answer(stream: Any, interactive: bool, number: int = 1) -> str | None:
+    """One answer line, checked as the prompt is; None at end of input.
+
+    Read as bytes and decoded strictly: the terminal's or the pipe's declared encoding may
+    be wrong, and a byte that is not UTF-8 must stop with a message, not reach the tokenizer.
+    A line is read up to a bound, so an endless line without a newline cannot fill memory.
+    """
     if interactive:
         print("answer (empty line = skip): ", end="", flush=True)
-    line = stream.readline()
-    if line == "":
+    raw = getattr(stream, "buffer", stream)
+    limit = MAX_ANSWER_CHARS * 4 + 2  # UTF-8 takes at most 4 bytes a character, then CR LF
+    line = raw.readline(limit + 1)
+    if isinstance(line, str):  # a text stream without bytes underneath (tests, an IDE console)
+        line = line.encode("utf-8", "surrogateescape")
+    if line == b"":
         return None
-    return line.rstrip("\r\n")
+    what = f"Answer line {number}"
+    if len(line) > limit:
+        raise BadInput(
+            f"{what} is longer than {MAX_ANSWER_CHARS:,} characters.", "Shorten it.", kind="bad-text"
+        )
+    text = decode_utf8(line, what).rstrip("\r\n")
+    return check_text(text, what, max_chars=MAX_ANSWER_CHARS)
 
 
 def _print_round(result: Any, already_said: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    print(f"round {result.round}: {result.prompt}")
-    print(f"  image: {result.image_path}")
+    print(f"round {result.round}: {terminal_safe(result.prompt)}")
+    print(f"  image: {terminal_safe(result.image_path)}")
     for text in result.warnings:
         if text not in already_said:
-            print(f"  note: {text}")
+            print(f"  note: {terminal_safe(text)}")
 
 
 def _print_question(question: Any) -> None:
     options = f" (e.g. {', '.join(question.options)})" if question.options else ""
-    print(f"  question [{question.aspect}]: {question.text}{options}", flush=True)
+    print(
+        f"  question [{terminal_safe(question.aspect)}]: {terminal_safe(question.text + options)}", flush=True
+    )
 
 
 def _refine(args: argparse.Namespace) -> int:
@@ -205,10 +239,8 @@ def _refine(args: argparse.Namespace) -> int:
         raise BadInput(
             f"--rounds must be at least 1, got {args.rounds}.", "Round 0 counts: --rounds 3 runs three."
         )
-    prompt = args.prompt.strip()
-    if not prompt:
-        raise BadInput("The prompt is empty.", "Describe the image you want, e.g. --prompt 'a red dress'.")
-    with _open_or_create(args.project, args.profile) as store:
+    prompt = _prompt_arg(args)
+    with _open_or_create(check_path(args.project, "The project folder"), args.profile) as store:
         profile = args.profile or store.profile or "demo"
         engine = _engine(profile, store.settings)
         base = _progress_printer()
@@ -216,19 +248,26 @@ def _refine(args: argparse.Namespace) -> int:
         def sink(event: Any) -> None:
             base(event)
             if isinstance(event, PoseReady):
-                print(f"  pose: {event.message}")
+                print(f"  pose: {terminal_safe(event.message)}")
 
         session = engine.open_session(store, on_event=sink, settings=_settings_with(store.settings, args))
         result = session.start(prompt, seed=args.seed)
         _print_round(result, base.shown)
         interactive = sys.stdin is not None and sys.stdin.isatty()
         exhausted = sys.stdin is None
-        for _ in range(1, args.rounds):
+        for number in range(1, args.rounds):
             question = session.pending_question
             reply: Any = Skip()
             if question is not None:
                 _print_question(question)
-                line = None if exhausted else _read_answer(sys.stdin, interactive)
+                try:
+                    line = None if exhausted else _read_answer(sys.stdin, interactive, number)
+                except BadInput as exc:  # the rounds so far are in the project: say so
+                    exc.what_to_do = (
+                        f"{exc.what_to_do} The {len(session.rounds)} rounds before it are saved in "
+                        f"{store.path} (dialogue {session.dialogue_id})."
+                    )
+                    raise
                 if line is None:
                     exhausted = True  # end of input: skip every question that follows
                 elif line.strip():
@@ -237,5 +276,5 @@ def _refine(args: argparse.Namespace) -> int:
             _print_round(result, base.shown)
         if session.pending_question is not None:
             _print_question(session.pending_question)
-        print(f"{len(session.rounds)} rounds in {store.path} (dialogue {session.dialogue_id})")
+        print(f"{len(session.rounds)} rounds in {terminal_safe(store.path)} (dialogue {session.dialogue_id})")
     return 0

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..records import now_iso
+from ..validation import check_output_path, terminal_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -167,15 +169,38 @@ def _export_pairs(args: argparse.Namespace) -> int:
 
     from .export import export_pairs
 
+    out = args.out
+    if out is not None:  # checked before any project opens: an export never replaces their files
+        out = check_output_path(out, also=_pairs_beside(out, args.format))
     with ExitStack() as stack:
         stores = [stack.enter_context(_open(p, read_only=True)) for p in args.project]
-        out = args.out
         if out is None:
             stamp = now_iso().replace(":", "").replace("+0000", "Z")
             out = stores[0].exports_dir / f"pairs-{stamp}.{args.format}"
         skipped: list[str] = []
         n = export_pairs(stores, out, args.format, skipped=skipped)
     for line in skipped:
-        print(f"skipped {line}", file=sys.stderr)
-    print(f"Wrote {n} pairs to {out}")
+        print(f"skipped {terminal_safe(line)}", file=sys.stderr)
+    print(f"Wrote {n} pairs to {terminal_safe(out)}")
     return 0
+
+
+def _pairs_beside(out: Path, fmt: str) -> tuple[Path, ...]:
+    """What a JSONL export writes beside ``out``: its ``<stem>_images/`` folder, which replaces
+    an earlier one; refused when a folder of that name holds anything but an export's JPEGs."""
+    if fmt != "jsonl":
+        return ()
+    images = out.with_name(out.stem + "_images")
+    if images.is_symlink() or (images.exists() and not images.is_dir()):
+        raise BadInput(f"{terminal_safe(images)} is in the way of the export's image folder.", _MOVE_IT)
+    if images.is_dir() and any(not (p.is_file() and p.suffix == ".jpg") for p in images.iterdir()):
+        raise BadInput(
+            f"{terminal_safe(images)} already exists and holds files this export did not write; "
+            "the export would replace that folder.",
+            _MOVE_IT,
+            kind="protected-path",
+        )
+    return (images,)
+
+
+_MOVE_IT = "Choose another --out, or move that folder away. Nothing was written."

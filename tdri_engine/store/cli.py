@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..paths import default_projects_dir
 from ..records import ALL_RECORDS
+from ..validation import check_output_path, check_path, terminal_safe
 from .export import annotations_jsonl
 from .project import create_project, open_project
 from .sample import build_sample
@@ -44,42 +45,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    root = args.root or default_projects_dir()
+    root = check_path(args.root or default_projects_dir(), "The projects folder")
     with create_project(root, args.name, profile=args.profile) as store:
-        print(f"Created project {store.name!r} in {store.path}")
+        print(f"Created project '{_show(store.name)}' in {_show(store.path)}")
     return 0
+
+
+def _show(value: object) -> str:
+    """User text as the terminal may print it (control characters and escapes made visible)."""
+    return terminal_safe(value)
 
 
 def _info(args: argparse.Namespace) -> int:
     # read-only: safe while the studio has the project open, and changes nothing on disk
-    with open_project(args.dir, read_only=True) as store:
-        print(f"Project:  {store.name}")
-        print(f"Folder:   {store.path}")
-        print(f"Created:  {store.created}")
-        print(f"Profile:  {store.profile}")
+    with open_project(check_path(args.dir, "The project folder"), read_only=True) as store:
+        print(f"Project:  {_show(store.name)}")
+        print(f"Folder:   {_show(store.path)}")
+        print(f"Created:  {_show(store.created)}")
+        print(f"Profile:  {_show(store.profile)}")
         print(f"Schema:   {store.schema_version}")
         for cls in ALL_RECORDS:
             print(f"{cls.TABLE + ':':<13} {store.count(cls)}")
         for note in store.open_notes:
-            print(f"Note: {note}")
+            print(f"Note: {_show(note)}")
         if store.recovery is not None:
             print("Recovery:")
             for line in store.recovery.summary().splitlines():
-                print(f"  {line}")
+                print(f"  {_show(line)}")
         else:
             print("Recovery: none needed")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    with open_project(args.dir, read_only=True) as store:
-        out = annotations_jsonl(store, args.out)
-    print(f"Wrote {out}")
+    out = None if args.out is None else check_output_path(args.out)  # before opening anything
+    with open_project(check_path(args.dir, "The project folder"), read_only=True) as store:
+        out = annotations_jsonl(store, out)
+    print(f"Wrote {_show(out)}")
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    root = args.root or default_projects_dir()
+    root = check_path(args.root or default_projects_dir(), "The projects folder")
     path = build_sample(root, force=args.force)
-    print(f"Built the sample project in {path}")
+    print(f"Built the sample project in {_show(path)}")
     return 0

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from urllib.parse import quote
 
 from ..errors import BadInput
 from ..records import Annotation, ImageRecord, Task
+from ..validation import check_output_path, html_text
 from .fsutil import atomic_write, storage_error, timestamp
 from .images import provenance_of
 
@@ -57,10 +57,13 @@ def annotations_jsonl(store: ProjectStore, out_path: Path | None = None) -> Path
     choice) to ``out_path`` (default ``exports/annotations-<time>.jsonl``), atomically.
 
     Returns the path written. Unannotated tasks are included with ``"annotated": false``.
+    An ``out_path`` inside a project (this one or any other) must lie in its ``exports/``:
+    BadInput kind ``protected-path`` otherwise, before anything is written, so an export can
+    never replace ``db.json`` or ``project.json``.
     """
     if out_path is None:
         out_path = store.exports_dir / f"annotations-{timestamp()}.jsonl"
-    out_path = Path(out_path)
+    out_path = check_output_path(out_path, "The export file")
     lines = [
         json.dumps(annotation_line(store, task), ensure_ascii=False, allow_nan=False)
         for task in store.all(Task)
@@ -79,12 +82,28 @@ def _src(store: ProjectStore, record: ImageRecord, base: Path) -> str:
     return quote(rel, safe="/")
 
 
+def _pixels(record: ImageRecord, name: str) -> int:
+    value = getattr(record, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadInput(
+            f"The image record {record.id} has {name} {value!r}, not a whole number of pixels.",
+            f"db.json was edited by hand: set the {name} of image {record.id} to a whole number, "
+            "or import the image again.",
+            kind="bad-record",
+        )
+    return value
+
+
 def pair_html(store: ProjectStore, task: Task | str, *, base: Path | None = None) -> str:
     """HTML snippet of a task as the annotation view shows it: one ``<figure>`` per image with
     its description and tags in the ``<figcaption>``.
 
     Image sources are relative to ``base`` (default: the project folder). Every piece of
-    user text is HTML-escaped.
+    user text is HTML-escaped, its control characters written as visible escapes (``\\x1b``):
+    HTML has no place for them. A record whose size is not a whole number (``db.json`` edited
+    by hand) raises BadInput naming the record, as every other failure here does.
     """
     if isinstance(task, str):
         found = store.get(Task, task)
@@ -93,7 +112,7 @@ def pair_html(store: ProjectStore, task: Task | str, *, base: Path | None = None
         task = found
     base = Path(base) if base is not None else store.path
     ann = store.get(Annotation, task.id)
-    esc = html.escape
+    esc = html_text
     kind = "pair" if len(task.images) == 2 else "single"
     out = [f'<section class="tdri-{kind}" data-task-id="{esc(task.id)}">']
     if task.name:
@@ -110,7 +129,7 @@ def pair_html(store: ProjectStore, task: Task | str, *, base: Path | None = None
         out.append(f'  <figure class="tdri-image" data-image-id="{esc(record.id)}">')
         out.append(
             f'    <img src="{esc(_src(store, record, base))}" alt="{esc(alt)}" '
-            f'width="{int(record.width)}" height="{int(record.height)}">'
+            f'width="{_pixels(record, "width")}" height="{_pixels(record, "height")}">'
         )
         out.append("    <figcaption>")
         description = ann.descriptions.get(image_id, "") if ann else ""

@@ -72,13 +72,40 @@ def provenance_of(record: ImageRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in PROVENANCE_FIELDS}
 
 
+def _is_local_path(value: str) -> bool:
+    """An absolute or home-relative path on any system ("/home/a/x", "~/x", "C:\\Users\\a\\x")."""
+    return (
+        value.startswith(("/", "~", "\\\\"))
+        or (len(value) > 2 and value[0].isalpha() and value[1] == ":" and value[2] in "\\/")
+        or "\\" in value
+    )
+
+
+def shareable_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Provenance fit to travel inside a PNG: paths of this machine cut to their last name.
+
+    The model is recorded by name (a Hugging Face id, or a folder's name), and an imported
+    image's ``source_path`` by its file name. Why: an absolute path carries the user's home
+    folder, and with it their account name, into every image they share. The project's own
+    records keep the full source path.
+    """
+    out = dict(provenance)
+    for field in ("model", "source_path"):
+        value = out.get(field)
+        if isinstance(value, str) and _is_local_path(value):
+            out[field] = value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return out
+
+
 def save_png(path: Path, image: PILImage.Image, provenance: dict[str, Any]) -> None:
     """Write ``image`` as PNG with ``provenance`` in text chunks, atomically.
 
+    Paths in it are cut to names first (:func:`shareable_provenance`).
     Raises StorageError (disk full, read-only) with the old file, if any, untouched.
     """
     from PIL import PngImagePlugin
 
+    provenance = shareable_provenance(provenance)
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", f"TDRI Studio {__version__}")
     for field, key in PNG_KEYS.items():
@@ -247,6 +274,11 @@ def load_image_checked(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
             ) from None
         except OSError as exc:
             raise BadInput(f"{path.name} could not be read: {exc}.", "Check the file and try again.") from exc
+        except ValueError as exc:  # e.g. a text chunk that inflates past PIL's limit (a zip bomb)
+            raise BadInput(
+                f"{path.name} could not be read safely: {exc}.",
+                "Re-export the image without its metadata, then import it again.",
+            ) from exc
         with im:
             w, h = im.size
             if w * h > max_pixels:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import BadInput, ProjectError, StorageError, TdriError
 from ..records import ALL_RECORDS, ImageRecord, Record, Task, now_iso
 from ..settings import EngineSettings
+from ..validation import MAX_NAME_CHARS, as_unicode, check_text, fit_bytes
 from .db import Database, RecoveryReport
 from .fsutil import (
     atomic_write,
@@ -60,6 +61,7 @@ PROJECT_FILE = "project.json"
 LOCK_FILE = ".lock"
 SUBDIRS = ("images", "loras", "exports")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+SLUG_MAX_BYTES = 100
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WINDOWS_RESERVED = {
     "con",
@@ -88,6 +90,10 @@ def slugify(name: str) -> str:
 
     ``"Summer Dresses 2025"`` -> ``"summer-dresses-2025"``, ``"../../etc"`` -> ``"etc"``,
     ``"Été à Paris"`` -> ``"été-à-paris"``. Raises ProjectError when nothing is left.
+
+    At most 64 characters and :data:`SLUG_MAX_BYTES` bytes of UTF-8: file systems count a
+    name's bytes (255 on most), a letter outside the BMP takes 4, and the staging folder
+    ``.creating-<slug>-<8 hex>`` and exports named after the slug add their own.
     """
     text = unicodedata.normalize("NFKC", str(name)).casefold()
     out: list[str] = []
@@ -97,7 +103,7 @@ def slugify(name: str) -> str:
             out.append(ch)
         elif out and out[-1] != "-":
             out.append("-")
-    slug = "".join(out)[:64].strip("-")
+    slug = fit_bytes("".join(out)[:64], SLUG_MAX_BYTES).strip("-")
     if not slug:
         raise ProjectError(
             f"The project name {name!r} has no letters or digits to make a folder name from.",
@@ -558,7 +564,9 @@ class ProjectStore:
         self._check_writable("import the image")
         src = Path(src)
         image, notes = load_image_checked(src)
-        record = ImageRecord(origin="imported", source_path=str(src), name=src.stem, model="")
+        record = ImageRecord(
+            origin="imported", source_path=as_unicode(str(src)), name=as_unicode(src.stem), model=""
+        )
         return self.add_image(image, record), notes
 
     def import_images(
@@ -583,7 +591,9 @@ class ProjectStore:
                 except BadInput as exc:
                     result.errors[str(src)] = exc
                     continue
-                record = ImageRecord(origin="imported", source_path=str(src), name=src.stem, model="")
+                record = ImageRecord(
+                    origin="imported", source_path=as_unicode(str(src)), name=as_unicode(src.stem), model=""
+                )
                 record = record.replace(
                     file=f"images/{record.id}.png", width=image.width, height=image.height
                 )
@@ -717,7 +727,14 @@ def _collect_files(spec: Path | str | Sequence[Path | str], result: ImportResult
         p = Path(item)
         if p.is_dir():
             for child in sorted(p.iterdir(), key=lambda c: c.name.casefold()):
-                if child.name.startswith(".") or not child.is_file():
+                if child.name.startswith("."):
+                    continue
+                if not child.is_file():
+                    if child.is_dir() and child.suffix.lower() in IMAGE_SUFFIXES:
+                        result.errors[str(child)] = BadInput(
+                            f"{as_unicode(child.name)} is a folder, not an image file.",
+                            "Import the images inside it by choosing that folder.",
+                        )
                     continue
                 if child.suffix.lower() in IMAGE_SUFFIXES:
                     files.append(child)
@@ -745,7 +762,9 @@ def create_project(
     written (read-only, permissions, disk full).
     """
     root = Path(root)
-    clean_name = str(name).strip()
+    clean_name = check_text(
+        name, "The project name", max_chars=MAX_NAME_CHARS, what_to_do="Choose another name."
+    ).strip()
     slug = slugify(clean_name)
     try:
         root.mkdir(parents=True, exist_ok=True)

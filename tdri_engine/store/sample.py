@@ -8,6 +8,7 @@ the same project; ``projects/sample/`` in the repository is this function's outp
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import ProjectError
 from ..records import Annotation, Choice, ImageRecord, Task
-from .project import create_project
+from .fsutil import storage_error
+from .project import _ProjectLock, create_project
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -38,6 +40,8 @@ backups/
 exports/
 loras/
 """
+MARKER_KEY = "sample_build"  # in project.json's meta: this folder is ours to rebuild
+MARKER = "tdri project sample"
 RUNTIME_FILES = (".lock", "db.json.bak", "db.journal", "db.journal.prev", "project.json.bak")
 
 COLOURS = {
@@ -180,9 +184,40 @@ def draw_garment(variant: Variant) -> PILImage.Image:
     return canvas
 
 
+def is_built_sample(folder: Path) -> bool:
+    """Whether ``folder`` is a sample project this app built: its ``project.json`` carries
+    the marker ``meta.sample_build`` (or, from builds before the marker, the sample's fixed
+    name, slug and creation time). Only such a folder may be deleted by ``--force``."""
+    for name in ("project.json", "project.json.bak"):
+        try:
+            doc = json.loads((folder / name).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        if meta.get(MARKER_KEY) == MARKER:
+            return True
+        legacy = (doc.get("name"), doc.get("slug"), doc.get("created")) == (SAMPLE_NAME, SAMPLE_SLUG, CREATED)
+        if legacy and doc.get("format") == "tdri-project":
+            return True
+    return False
+
+
 def build_sample(root: Path, *, force: bool = False) -> Path:
-    """Build ``root/sample`` (replacing it when ``force``); returns its path."""
+    """Build ``root/sample`` (replacing it when ``force``); returns its path.
+
+    ``force`` replaces only a sample this app built (:func:`is_built_sample`), and only while
+    no window has it open: the project lock is taken first and held until the old folder is
+    gone. Anything else named ``sample`` is the user's and is refused with a message.
+    """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ProjectError(
+            f"The projects folder {root} is a file, not a folder.",
+            "Choose a folder (--root) to build the sample project in.",
+            kind="projects-folder",
+        )
     target = root / SAMPLE_SLUG
     if target.exists() and not force:
         raise ProjectError(
@@ -190,20 +225,36 @@ def build_sample(root: Path, *, force: bool = False) -> Path:
             "Open it, or pass --force to rebuild it (your changes to it are lost).",
             kind="project-exists",
         )
-    root.mkdir(parents=True, exist_ok=True)
-    staging_root = root / f".sample-{secrets.token_hex(4)}"
-    staging_root.mkdir()
+    if (target.exists() or target.is_symlink()) and (target.is_symlink() or not is_built_sample(target)):
+        raise ProjectError(
+            f"{target} is not a sample project this app built, so it was not replaced.",
+            "It may hold your own files: move or rename it, then build the sample again. Nothing was deleted.",
+            kind="project-exists",
+        )
     try:
-        built = _build_into(staging_root)
-        if target.exists():
-            old = root / f".sample-old-{secrets.token_hex(4)}"
-            os.rename(target, old)
-            os.rename(built, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(built, target)
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, "create the projects folder", root) from exc
+    lock = _ProjectLock(target) if target.exists() else None  # ProjectError when a window has it
+    try:
+        staging_root = root / f".sample-{secrets.token_hex(4)}"
+        try:
+            staging_root.mkdir()
+            built = _build_into(staging_root)
+            if target.exists():
+                old = root / f".sample-old-{secrets.token_hex(4)}"
+                os.rename(target, old)
+                os.rename(built, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(built, target)
+        except OSError as exc:
+            raise storage_error(exc, "build the sample project", root) from exc
+        finally:
+            shutil.rmtree(staging_root, ignore_errors=True)
     finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
+        if lock is not None:
+            lock.release()
     return target
 
 
@@ -254,6 +305,7 @@ def _build_into(root: Path) -> Path:
                 records[-2] = task.replace(status="done")
         store.put_many(records)  # type: ignore[arg-type]
         store.set_meta("last_task_id", first_task)
+        store.set_meta(MARKER_KEY, MARKER)
     for name in RUNTIME_FILES:  # the repository keeps only what a fresh clone needs
         try:
             os.unlink(store.path / name)
