@@ -11,7 +11,8 @@ step, offers a cheap latent preview, and stops within one step when cancelled.
 
 Prompt encoding lives here too: CLIP reads 77 tokens; longer SD-1.x prompts are encoded in
 75-token chunks concatenated along the sequence (SDXL prompts are truncated), and either way
-the user is told. ``encode_prompt_blend`` is eq. (2): alpha*E(history) + beta*E(latest input).
+the user is told. ``encode_prompt_blend`` is eq. (2): alpha*E(history) + beta*E(latest input),
+token by token at the latest prompt's positions (the same words blended, inserted words kept).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from PIL import Image
 
 from .errors import AdapterError, BadInput, Cancelled, TdriError
 from .events import CancelToken, EventSink, Preview, Progress, ignore_events
-from .models import _is_oom, out_of_memory
+from .models import _is_oom, model_name, out_of_memory
 
 CHUNK_TOKENS = 75  # CLIP's 77 positions minus the start and end tokens
 MAX_CHUNKS = 4  # past 300 tokens a prompt is truncated (with a warning): attention cost grows
@@ -95,11 +96,24 @@ def _pipeline_classes(kind: str) -> dict[str, type]:
 
 
 def load_pipeline(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
-    """Loader for kinds ``sd15`` and ``sdxl``: the text-to-image pipeline, local files only."""
+    """Loader for kinds ``sd15`` and ``sdxl``: the text-to-image pipeline, local files only.
+
+    Trust policy (``tdri_engine.trust``): the folder is checked before diffusers reads it (a
+    custom pipeline or component, ``auto_map``, or a component with only pickled weights is
+    refused), and diffusers is asked for safetensors only and no code from the folder.
+    """
+    from .trust import check_spec
+
+    check_spec(path, spec, "generator")  # before diffusers is even imported
     from diffusers import DDIMScheduler
 
     cls = _pipeline_classes(spec.kind)["text2img"]
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "local_files_only": True,
+        "use_safetensors": True,
+        "trust_remote_code": False,
+    }
     if spec.options.get("variant"):
         kwargs["variant"] = spec.options["variant"]
     if spec.kind == "sd15" and not spec.options.get("safety_checker", False):
@@ -121,9 +135,12 @@ def load_pipeline(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
 
 def load_controlnet(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
     """Loader for kind ``controlnet``: the pose ControlNet model (shared by both ControlNet pipelines)."""
+    from .trust import check_spec
+
+    check_spec(path, spec, "controlnet")  # custom code or only pickled weights: refused first
     from diffusers import ControlNetModel
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
     if spec.options.get("variant"):
         kwargs["variant"] = spec.options["variant"]
     model = ControlNetModel.from_pretrained(str(path), **kwargs)
@@ -256,6 +273,59 @@ def encode_prompt(pipe: Any, prompt: str, negative_prompt: str = "") -> PromptEm
     return PromptEmbeds(pos, neg, warnings=tuple(warnings))
 
 
+def blend_sources(
+    history_ids: list[int],
+    latest_ids: list[int],
+    width: int,
+    n_chunks: int,
+    max_tokens: int,
+    per: int = CHUNK_TOKENS,
+) -> list[int | None]:
+    """For each position of the latest prompt's encoding (``n_chunks`` rows of ``width``), the
+    position of the history prompt's encoding blended into it, or None (the latest alone).
+
+    Token ids are aligned with difflib (longest matching blocks, no junk heuristic): a token of
+    the latest prompt that matches one of the history is blended with THAT token, wherever it
+    sits; an inserted token has no counterpart. The start, end and padding positions of each
+    chunk hold the sentence as a whole (CLIP's causal encoder sums the text up at the end token
+    and after): they are blended with the history's at the same distance from its end token.
+    Only the first ``max_tokens`` tokens of either text are encoded (later ones are cut);
+    each chunk holds ``per`` of them between its start and end tokens.
+    """
+    import difflib
+
+    def pos(t: int) -> int:
+        return (t // per) * width + 1 + t % per
+
+    h_ids, l_ids = history_ids[:max_tokens], latest_ids[:max_tokens]
+    out: list[int | None] = [None] * (width * n_chunks)
+    matcher = difflib.SequenceMatcher(None, h_ids, l_ids, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            out[pos(block.b + k)] = pos(block.a + k)
+    for c in range(n_chunks):
+        start = c * width
+        out[start] = start  # the start token
+        end_l = start + 1 + min(per, max(0, len(l_ids) - c * per))
+        end_h = start + 1 + min(per, max(0, len(h_ids) - c * per))
+        for p in range(end_l, start + width):
+            out[p] = min(end_h + (p - end_l), start + width - 1)
+    return out
+
+
+def _blend_rows(h: Any, u: Any, sources: list[int | None], a: float, b: float) -> Any:
+    """(1, L, D) tensors: a*h[src] + b*u at every position with a source, u elsewhere."""
+    import torch
+
+    out = u.clone()
+    dst = [i for i, s in enumerate(sources) if s is not None and i < u.shape[1]]
+    src = [sources[i] for i in dst]
+    if dst:
+        d = torch.tensor(dst, device=u.device)
+        out[:, d] = a * h[:, torch.tensor(src, device=h.device)] + b * u[:, d]
+    return out
+
+
 def encode_prompt_blend(
     pipe: Any,
     history_prompt: str,
@@ -265,18 +335,30 @@ def encode_prompt_blend(
     *,
     negative_prompt: str = "",
 ) -> PromptEmbeds:
-    """Eq. (2) on prompt embeddings: (alpha*E(history) + beta*E(latest)) / (alpha + beta).
+    """Eq. (2) on prompt embeddings, token by token at the LATEST prompt's positions.
 
-    An empty latest input (a skipped question) or beta = 0 gives E(history) alone; an empty
-    history or alpha = 0 gives E(latest) alone: mixing with the embedding of nothing would only
-    dilute the prompt. Chunk counts are aligned so long texts blend position by position.
+    The paper writes P_t = S(alpha E_h(H_t) + beta E_u(u_t)) and leaves the embedding space
+    open. Here E is the pipeline's text encoder (one vector per token) and the sum is taken per
+    token: every token of the latest prompt that also occurs in the history prompt (aligned by
+    :func:`blend_sources`, so "dress" is blended with "dress" even after "red silk" was
+    inserted before it) becomes (alpha E_h[i] + beta E_u[j]) / (alpha + beta); a token that only
+    the latest prompt has keeps its own embedding E_u[j] (the history has nothing to mix in
+    there; with alpha = 0 the result is E_u exactly). The start, end and padding positions, which
+    carry the whole sentence, are blended with the history's at the same distance from its end
+    token. The result has the latest prompt's length and token positions, so indices computed
+    on the latest prompt (Attend-and-Excite's) point at the same words in the blend. Averaging
+    position by position instead would mix unrelated words after any insertion.
+
+    SDXL's two encoders share CLIP's BPE vocabulary, so one alignment serves both; the pooled
+    embedding (one vector per text) is blended as a whole. An empty latest input (a skipped
+    question) gives E(history) alone; an empty history gives E(latest) alone.
     """
     if alpha < 0 or beta < 0 or alpha + beta == 0:
         raise BadInput("alpha and beta must be >= 0 and not both 0.", "Fix alpha and beta in Settings.")
     history_prompt, latest_text = history_prompt.strip(), latest_text.strip()
-    if not latest_text or beta == 0:
+    if not latest_text:
         return encode_prompt(pipe, history_prompt, negative_prompt)
-    if not history_prompt or alpha == 0:
+    if not history_prompt:
         return encode_prompt(pipe, latest_text, negative_prompt)
     a, b = alpha / (alpha + beta), beta / (alpha + beta)
     texts = [
@@ -284,15 +366,23 @@ def encode_prompt_blend(
         ("latest input", latest_text),
         ("negative prompt", negative_prompt),
     ]
+    h_ids, u_ids = _token_ids(pipe, history_prompt), _token_ids(pipe, latest_text)
     if _is_xl(pipe):
         (h, u, neg), warnings = _encode_xl(pipe, texts)
         if not negative_prompt and pipe.config.get("force_zeros_for_empty_prompt", True):
             import torch
 
             neg = (torch.zeros_like(h[0]), torch.zeros_like(h[1]))
-        return PromptEmbeds(a * h[0] + b * u[0], neg[0], a * h[1] + b * u[1], neg[1], tuple(warnings))
+        width = int(u[0].shape[1])
+        sources = blend_sources(h_ids, u_ids, width, 1, width - 2, per=width - 2)
+        embeds = _blend_rows(h[0], u[0], sources, a, b)
+        return PromptEmbeds(embeds, neg[0], a * h[1] + b * u[1], neg[1], tuple(warnings))
     (h, u, neg), warnings = _encode_sd_chunked(pipe, texts)
-    return PromptEmbeds(a * h + b * u, neg, warnings=tuple(warnings))
+    max_len = pipe.tokenizer.model_max_length
+    width = max_len if max_len and max_len < 10_000 else 77  # as _encode_sd_chunked pads
+    n_chunks = int(u.shape[1]) // width
+    sources = blend_sources(h_ids, u_ids, width, n_chunks, CHUNK_TOKENS * MAX_CHUNKS)
+    return PromptEmbeds(_blend_rows(h, u, sources, a, b), neg, warnings=tuple(warnings))
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +396,7 @@ class GenerationResult:
     steps: int  # denoising steps actually run (img2img runs steps * strength)
     width: int
     height: int
-    model: str  # the generator's source (HF id or folder)
+    model: str  # the generator's name: its HF id or folder name, never a path (models.model_name)
     adapter: str | None  # LoRA version name, when one was active
     warnings: tuple[str, ...] = ()
     mode: str = "text2img"  # "text2img" | "img2img" | "controlnet" | "controlnet-img2img"
@@ -408,7 +498,13 @@ class Generator:
     # -- adapters ----------------------------------------------------------------------------
 
     def set_adapter(self, adapter_dir: Path | None) -> None:
-        """Activate a LoRA folder (diffusers format), or none; switches only when it changes."""
+        """Activate a LoRA folder (diffusers format), or none; switches only when it changes.
+
+        The folder is validated first (``optimizer.adapters.validate_adapter_dir``: safetensors
+        only, a pickle-only folder is refused, shapes must fit this UNet) and loaded with
+        ``use_safetensors=True``. On any failure the model is left without an adapter and
+        ``AdapterError`` says so; :meth:`generate` then makes the image without it and says that.
+        """
         target = Path(adapter_dir).resolve() if adapter_dir else None
         if target == self._adapter_dir:
             return
@@ -419,15 +515,25 @@ class Generator:
         if target is None:
             return
         try:
-            base.load_lora_weights(str(target), adapter_name="tdri")
+            from .optimizer.adapters import WEIGHTS_NAME, validate_adapter_dir
+        except ImportError:  # a build without the optimizer: diffusers' own checks only
+            WEIGHTS_NAME, validate_adapter_dir = "pytorch_lora_weights.safetensors", None
+        try:
+            if validate_adapter_dir is not None:
+                validate_adapter_dir(target, getattr(base, "unet", None))
+            base.load_lora_weights(
+                str(target), weight_name=WEIGHTS_NAME, use_safetensors=True, adapter_name="tdri"
+            )
         except Exception as exc:
             try:  # leave the model as it was: no half-loaded adapter
                 base.unload_lora_weights()
             except Exception:  # pragma: no cover - nothing more can be done
                 pass
+            why = exc.message if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
             raise AdapterError(
-                f"The LoRA adapter in {target} could not be loaded: {type(exc).__name__}: {exc}",
-                "Choose an earlier adapter version, or train again; images are generated without it meanwhile.",
+                f"The LoRA adapter {target.name} could not be loaded ({why}).",
+                "Roll back to an earlier adapter version (`tdri adapters rollback`, or the studio's "
+                "adapter list), or train again.",
             ) from exc
         self._adapter_dir = target
 
@@ -485,13 +591,20 @@ class Generator:
 
         width, height = int(s.width), int(s.height)
         mode = self.mode_for(pose_map, init_image)
-        self.set_adapter(adapter_dir)
+        adapter_notes: list[str] = []
+        try:
+            self.set_adapter(adapter_dir)
+        except AdapterError as exc:
+            # A broken adapter must not cost the round: the image is made without it, and the
+            # warning (and the provenance's empty adapter) says exactly that.
+            self.set_adapter(None)
+            adapter_notes.append(f"{exc.message} This image was generated without it. {exc.what_to_do}")
         pipe = self.pipeline(mode)
         self._ready(mode, pipe)
 
         neg = s.negative_prompt if negative_prompt is None else negative_prompt
         embeds = prompt_embeds if prompt_embeds is not None else encode_prompt(pipe, prompt, neg)
-        warnings = list(embeds.warnings)
+        warnings = adapter_notes + list(embeds.warnings)
 
         steps = int(s.steps)
         if init_image is not None and steps * strength < 1:
@@ -553,7 +666,7 @@ class Generator:
             steps=ran,
             width=image.width,
             height=image.height,
-            model=self.registry.profile.spec("generator").source,
+            model=model_name(self.registry.profile, "generator"),
             adapter=self.adapter_version,
             warnings=tuple(warnings),
             mode=mode,

@@ -149,23 +149,64 @@ def test_a_prompt_past_the_chunk_limit_is_truncated_with_a_warning(gen):
     assert "left out" in embeds.warnings[0]
 
 
-def test_eq2_blends_history_and_latest_embeddings_with_alpha_and_beta(gen):
+def _word_position(pipe, prompt: str, word: str) -> int:
+    """Where ``word``'s (single) token sits in the prompt's encoding: after the start token."""
+    ids = pipe.tokenizer(prompt, add_special_tokens=False).input_ids
+    (token,) = pipe.tokenizer(word, add_special_tokens=False).input_ids
+    return 1 + ids.index(token)
+
+
+def test_eq2_blends_the_same_words_and_keeps_inserted_words_at_the_new_prompts_positions(gen):
+    """An inserted word shifts every later token; the blend must follow the words, not the
+    positions, so that token indices computed on the new prompt (Attend-and-Excite) stay valid."""
     pipe = gen.base_pipeline()
-    history, latest = "a dress", "a red silk dress"
-    e_h = encode_prompt(pipe, history).prompt_embeds
-    e_l = encode_prompt(pipe, latest).prompt_embeds
+    history, latest = "a dress, on a beach", "a red silk dress, on a sunny beach"
+    e_h = encode_prompt(pipe, history).prompt_embeds[0]
+    e_l = encode_prompt(pipe, latest).prompt_embeds[0]
     blend = encode_prompt_blend(pipe, history, latest, 0.25, 0.75)
-    assert torch.allclose(blend.prompt_embeds, 0.25 * e_h + 0.75 * e_l, atol=1e-6)
-    # only the ratio counts (normalised by alpha + beta)
-    assert torch.allclose(encode_prompt_blend(pipe, history, latest, 1, 3).prompt_embeds, blend.prompt_embeds)
-    assert torch.allclose(encode_prompt_blend(pipe, history, latest, 1, 0).prompt_embeds, e_h)
+    out = blend.prompt_embeds[0]
+    assert out.shape == e_l.shape
+    for word in ("dress", "beach", "on"):  # in both prompts, at different positions
+        i, j = _word_position(pipe, history, word), _word_position(pipe, latest, word)
+        assert i != j
+        assert torch.allclose(out[j], 0.25 * e_h[i] + 0.75 * e_l[j], atol=1e-5), word
+        assert not torch.allclose(out[j], 0.25 * e_h[j] + 0.75 * e_l[j], atol=1e-3), word
+    for word in ("red", "silk", "sunny"):  # only in the new prompt: its own embedding
+        j = _word_position(pipe, latest, word)
+        assert torch.equal(out[j], e_l[j]), word
+    # only the ratio counts (normalised by alpha + beta); the same prompt twice is that prompt
+    assert torch.allclose(encode_prompt_blend(pipe, history, latest, 1, 3).prompt_embeds[0], out)
+    assert torch.allclose(
+        encode_prompt_blend(pipe, latest, latest, 0.5, 0.5).prompt_embeds[0], e_l, atol=1e-6
+    )
+    assert torch.allclose(encode_prompt_blend(pipe, history, latest, 0, 1).prompt_embeds[0], e_l)
     # a skipped question (no latest input) leaves the history prompt as it is
-    assert torch.allclose(encode_prompt_blend(pipe, history, "", 0.5, 0.5).prompt_embeds, e_h)
+    assert torch.allclose(encode_prompt_blend(pipe, history, "", 0.5, 0.5).prompt_embeds[0], e_h)
     with pytest.raises(BadInput):
         encode_prompt_blend(pipe, history, latest, 0, 0)
     result = gen.generate(latest, seed=4, prompt_embeds=blend)
     plain = gen.generate(latest, seed=4)
     assert not np.array_equal(_pixels(result.image), _pixels(plain.image))
+
+
+def test_eq2_alignment_holds_across_chunks_of_a_long_prompt(gen):
+    pipe = gen.base_pipeline()
+    filler = ", ".join(f"detail{i}" for i in range(40))  # past 75 tokens: several chunks
+    history, latest = f"a dress, {filler}, on a beach", f"a red dress, {filler}, on a beach"
+    e_h = encode_prompt(pipe, history).prompt_embeds[0]
+    e_l = encode_prompt(pipe, latest).prompt_embeds[0]
+    out = encode_prompt_blend(pipe, history, latest, 0.5, 0.5).prompt_embeds[0]
+    assert out.shape == e_l.shape and out.shape[0] % 77 == 0 and out.shape[0] >= 2 * 77
+    h_ids = pipe.tokenizer(history, add_special_tokens=False).input_ids
+    l_ids = pipe.tokenizer(latest, add_special_tokens=False).input_ids
+    (beach,) = pipe.tokenizer("beach", add_special_tokens=False).input_ids
+    t_h, t_l = h_ids.index(beach), l_ids.index(beach)
+    assert t_h >= 75 and t_l >= 75  # the word sits in a later chunk of both
+
+    def pos(t: int) -> int:
+        return (t // 75) * 77 + 1 + t % 75
+
+    assert torch.allclose(out[pos(t_l)], 0.5 * e_h[pos(t_h)] + 0.5 * e_l[pos(t_l)], atol=1e-5)
 
 
 @pytest.mark.parametrize("prompt", ["一条红色的丝绸连衣裙", "فستان أحمر من الحرير", "👗❤️✨", ""])

@@ -73,6 +73,9 @@ def test_sdxl_prompts_carry_pooled_embeddings_and_long_ones_warn(xl: Generator):
     assert "left out" in long.warnings[0]
     blend = encode_prompt_blend(pipe, "a dress", "a red dress", 0.5, 0.5)
     h, u = encode_prompt(pipe, "a dress"), encode_prompt(pipe, "a red dress")
-    assert torch.allclose(blend.prompt_embeds, (h.prompt_embeds + u.prompt_embeds) / 2, atol=1e-6)
+    # token-aligned (eq. 2): "dress" (position 2 of 'a dress', 3 of 'a red dress') with "dress",
+    # the inserted "red" (position 2) keeps the new prompt's embedding, in both encoders' halves
+    e, eh, eu = blend.prompt_embeds[0], h.prompt_embeds[0], u.prompt_embeds[0]
+    assert torch.allclose(e[3], (eh[2] + eu[3]) / 2, atol=1e-6) and torch.equal(e[2], eu[2])
     assert torch.allclose(blend.pooled_prompt_embeds, (h.pooled_prompt_embeds + u.pooled_prompt_embeds) / 2)
     assert xl.generate("a red dress", seed=3, prompt_embeds=blend).image.size == (64, 64)
