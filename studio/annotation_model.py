@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -26,6 +26,9 @@ from tdri_engine.records import Annotation, Choice, ImageRecord, PreferencePair,
 from .observable import observable
 from .tags import META_KEY as TAGS_META_KEY
 from .tags import TagVocabulary, guess_set, normalise_tag
+
+if TYPE_CHECKING:
+    from tdri_engine.store import ProjectStore
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ class AnnotationModel(QObject):
 
     def __init__(self, parent: QObject | None = None, *, annotator: str = "") -> None:
         super().__init__(parent)
-        self.store: Any = None
+        self.store: ProjectStore | None = None
         self.annotator = annotator
         self._filter = "all"
         self._active_image = 0
@@ -139,7 +142,7 @@ class AnnotationModel(QObject):
         self._retry_timer.timeout.connect(self.flush)
 
     # ------------------------------------------------------------------ loading
-    def load(self, store: Any) -> None:
+    def load(self, store: ProjectStore) -> None:
         """Bind to an open project: read its tasks, annotations and tag vocabulary."""
         self.flush()
         self.store = store
@@ -186,7 +189,7 @@ class AnnotationModel(QObject):
         else:
             self._set_current(None)
 
-    def _read_vocabulary(self, store: Any) -> TagVocabulary:
+    def _read_vocabulary(self, store: ProjectStore) -> TagVocabulary:
         vocab = TagVocabulary.from_meta(store.get_meta(TAGS_META_KEY))
         if vocab is None:
             name = store.get_meta("tag_set") or guess_set(
@@ -495,10 +498,11 @@ class AnnotationModel(QObject):
         return True
 
     def _preference_for(self, task: Task, ann: Annotation) -> PreferencePair | None:
-        if ann.choice is None or len(task.images) != 2:
+        store = self.store
+        if ann.choice is None or len(task.images) != 2 or store is None:
             return None
-        existing = self.store.get(PreferencePair, preference_id(task.id))
-        prompts = [r.prompt for r in (self.store.get(ImageRecord, i) for i in task.images) if r and r.prompt]
+        existing = store.get(PreferencePair, preference_id(task.id))
+        prompts = [r.prompt for r in (store.get(ImageRecord, i) for i in task.images) if r and r.prompt]
         pair = PreferencePair(
             id=preference_id(task.id),
             prompt=prompts[0] if prompts else task.name,

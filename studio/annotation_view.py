@@ -27,7 +27,16 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QFont, QGuiApplication, QImage, QImageReader, QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtGui import (
+    QAction,
+    QFont,
+    QGuiApplication,
+    QImage,
+    QImageReader,
+    QKeyEvent,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -439,8 +448,9 @@ class AnnotationView(QWidget):
         self.load_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.load_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         menu = QMenu(self.load_button)
-        self.load_files_action = menu.addAction(f"Images…\t{shortcuts.label('annotate.load_images')}")
-        self.load_folder_action = menu.addAction(f"A folder…\t{shortcuts.label('annotate.load_folder')}")
+        self.load_files_action = QAction(f"Images…\t{shortcuts.label('annotate.load_images')}", menu)
+        self.load_folder_action = QAction(f"A folder…\t{shortcuts.label('annotate.load_folder')}", menu)
+        menu.addActions([self.load_files_action, self.load_folder_action])
         self.load_button.setMenu(menu)
         row.addWidget(self.load_button, 1)
         self.load_last_button = self._button("Load Last", "loadLastButton", "Load Last", "annotate.load_last")

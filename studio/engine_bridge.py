@@ -24,6 +24,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
+from tdri_engine.api import EngineAPI
 from tdri_engine.errors import Cancelled, TdriError
 from tdri_engine.events import Error, Preview, Progress, TrainingProgress
 from tdri_engine.settings import EngineSettings
@@ -51,7 +52,7 @@ class EngineSpec:
         return (self.profile, s.device, s.dtype, s.cpu_offload)
 
 
-EngineFactory = Callable[[EngineSpec], Any]
+EngineFactory = Callable[[EngineSpec], EngineAPI]
 
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress updates a second reach the GUI
 PREVIEW_INTERVAL_S = 0.15  # a preview costs a QImage conversion and a repaint
@@ -126,7 +127,7 @@ class WorkerContext:
         self._last_preview = 0.0
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> EngineAPI:
         return self._worker.engine()
 
     def drop_engine(self) -> None:
@@ -175,11 +176,11 @@ class EngineWorker(QObject):
         super().__init__()
         self._factory = factory
         self._spec = EngineSpec()
-        self._engine: Any = None
+        self._engine: EngineAPI | None = None
         self._ctx: WorkerContext | None = None
         self.thread_ident: int | None = None
 
-    def engine(self) -> Any:
+    def engine(self) -> EngineAPI:
         if self._engine is None:
             self._engine = self._factory(self._spec)
             self.engine_created.emit(self._engine)
@@ -192,9 +193,8 @@ class EngineWorker(QObject):
 
     def drop_engine(self) -> None:
         engine, self._engine = self._engine, None
-        close = getattr(engine, "close", None)
-        if callable(close):
-            close()
+        if engine is not None:
+            engine.close()
 
     def sink(self, event: Any) -> None:
         """A stable event sink for engine objects that outlive a job (sessions)."""

@@ -78,7 +78,7 @@ class JobProgress(QWidget):
         return job is not None and (self.kinds is None or job.kind in self.kinds)
 
     def _on_active(self, job: Job | None) -> None:
-        if self._wanted(job):
+        if job is not None and self._wanted(job):
             self._job = job
             self._render(job)
         elif job is None and self._job is not None and self._job.state.done:

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from tdri_engine import paths
+from tdri_engine.api import EngineAPI
 from tdri_engine.errors import ProjectError, TdriError
 from tdri_engine.events import Error
 from tdri_engine.settings import EngineSettings
@@ -52,17 +53,18 @@ from .tags import available_sets
 
 if TYPE_CHECKING:
     from tdri_engine.models import RoleStatus
+    from tdri_engine.store import ProjectStore
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[str, EngineSettings], Any]  # (profile, settings) -> engine
+EngineFactory = Callable[[str, EngineSettings], EngineAPI]  # (profile, settings) -> engine
 DEMO_BANNER = (
     "Demo profile: tiny models with random weights. The whole loop runs, but the images are noise. "
     "To use real weights: Settings ▸ Models."
 )
 
 
-def real_engine_factory(profile: str, settings: EngineSettings) -> Any:
+def real_engine_factory(profile: str, settings: EngineSettings) -> EngineAPI:
     """The engine of ``tdri_engine.session`` (imports torch: call only in the engine thread)."""
     from tdri_engine.session import Engine
 
@@ -156,7 +158,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self.setAccessibleName("TDRI Studio")
         self.prefs = prefs or StudioPrefs.load()
-        self.store: Any = None
+        self.store: ProjectStore | None = None
         self._engine_spec = EngineSpec()  # GUI-side copy; the engine thread gets its own by a job
         self._tasks: set[asyncio.Future] = set()
         self._shown_once = False
@@ -180,7 +182,7 @@ class MainWindow(QMainWindow):
         self.bridge.start()
 
     # ------------------------------------------------------------------ engine
-    def _configure_engine(self, store: Any) -> None:
+    def _configure_engine(self, store: ProjectStore) -> None:
         profile = project_profile(store)
         self._engine_spec = EngineSpec(profile, store.settings)
         self.bridge.configure(self._engine_spec)
@@ -252,7 +254,7 @@ class MainWindow(QMainWindow):
         self.annotation_view = AnnotationView(
             self.annotation_model,
             show_error=self.show_error,
-            show_info=lambda t, d="": self.message_bar.show_info(t, d),
+            show_info=self._show_info,
             show_help=self.show_help,
         )
         self.refinement_view = RefinementView(
@@ -369,6 +371,9 @@ class MainWindow(QMainWindow):
             self.message_bar.show_error(Error("error", text, ""))
         else:
             self.message_bar.show_info(text)
+
+    def _show_info(self, title: str, detail: str = "") -> None:
+        self.message_bar.show_info(title, detail)
 
     def show_help(self) -> None:
         if self.help_window is None:
@@ -487,7 +492,7 @@ class MainWindow(QMainWindow):
         except TdriError as exc:
             self.show_error(Error(exc.kind, f"Closing the previous project: {exc.message}", exc.what_to_do))
 
-    async def _set_store(self, store: Any) -> None:
+    async def _set_store(self, store: ProjectStore) -> None:
         await self.close_project()
         self.store = store
         self.annotation_model.load(store)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage, QImageReader
@@ -38,6 +38,9 @@ from . import store_io
 from .engine_bridge import EngineBridge, JobCancelled, JobFailed, PreviewFrame, WorkerContext
 from .jobs import Job
 from .observable import observable
+
+if TYPE_CHECKING:
+    from tdri_engine.store import ProjectStore
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ def round_from_result(result: api.RoundResult, tau: float | None = None) -> Roun
     )
 
 
-def after_round(store: Any, session: Any, result: api.RoundResult, tau: float | None) -> RoundView:
+def after_round(store: ProjectStore, session: Any, result: api.RoundResult, tau: float | None) -> RoundView:
     """Engine-thread work after a round: decode its images, remember the dialogue. Keeping
     this off the GUI thread matters: a project.json write is an fsync (tens of ms on a busy disk)."""
     view = round_from_result(result, tau)
@@ -168,7 +171,7 @@ def after_round(store: Any, session: Any, result: api.RoundResult, tau: float | 
     return view
 
 
-def rounds_from_store(store: Any, dialogue_id: str, tau: float | None) -> list[RoundView]:
+def rounds_from_store(store: ProjectStore, dialogue_id: str, tau: float | None) -> list[RoundView]:
     """A dialogue's rounds from the project's records (no engine needed). Any thread."""
     turns = store.find(DialogueTurn, lambda d: d.get("dialogue_id") == dialogue_id)
     turns.sort(key=lambda t: (t.round, t.created))
@@ -205,7 +208,7 @@ def rounds_from_store(store: Any, dialogue_id: str, tau: float | None) -> list[R
     return out
 
 
-def latest_dialogue(store: Any) -> Dialogue | None:
+def latest_dialogue(store: ProjectStore) -> Dialogue | None:
     last = store.get_meta("last_dialogue_id")
     if last:
         d = store.get(Dialogue, last)
@@ -215,7 +218,7 @@ def latest_dialogue(store: Any) -> Dialogue | None:
     return max(dialogues, key=lambda d: d.created) if dialogues else None
 
 
-def personalisation_status(store: Any, every: int) -> Personalisation:
+def personalisation_status(store: ProjectStore, every: int) -> Personalisation:
     """Read the optimizer's view of this project (adapter versions, choices to the next update)."""
     try:
         from tdri_engine.optimizer import adapters, schedule
@@ -240,7 +243,7 @@ def personalisation_status(store: Any, every: int) -> Personalisation:
 
 
 def base_and_adapted(
-    ctx: WorkerContext, store: Any, prompt: str, seed: int | None
+    ctx: WorkerContext, store: ProjectStore, prompt: str, seed: int | None
 ) -> tuple[RoundView, RoundView]:
     """Engine thread: the engine's base-vs-adapted pair, decoded for the view."""
     base, adapted = ctx.engine.compare_base_adapted(
@@ -308,7 +311,7 @@ class RefinementModel(QObject):
     ) -> None:
         super().__init__(parent)
         self.bridge = bridge
-        self.store: Any = None
+        self.store: ProjectStore | None = None
         self.auto_update = auto_update
         self._session: Any = None  # lives in the engine thread; only passed back to jobs
         self._rounds: list[RoundView] = []
@@ -331,7 +334,7 @@ class RefinementModel(QObject):
     def tau(self) -> float | None:
         return self.store.settings.tau if self.store is not None else None
 
-    async def load(self, store: Any) -> None:
+    async def load(self, store: ProjectStore) -> None:
         """Show the project's latest dialogue from its records; no engine needed."""
         self.store = store
         self._session = None

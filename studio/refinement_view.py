@@ -12,6 +12,7 @@ switch, roll back, base versus adapted).
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 from collections.abc import Callable
@@ -211,13 +212,13 @@ class RefinementView(QWidget):
         views = QHBoxLayout()
         self.left_view = ImageView(name="compareLeftImage", accessible="Left image")
         self.right_view = ImageView(name="compareRightImage", accessible="Right image")
-        for title, v in (("left", self.left_view), ("right", self.right_view)):
+        for side, v in (("left", self.left_view), ("right", self.right_view)):
             box = QVBoxLayout()
             cap = QLabel("")
-            cap.setObjectName(f"{title}CompareCaption")
+            cap.setObjectName(f"{side}CompareCaption")
             cap.setProperty("role", "paneHeader")
             cap.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-            setattr(self, f"{title}_caption", cap)
+            setattr(self, f"{side}_caption", cap)
             box.addWidget(cap)
             box.addWidget(v, 1)
             views.addLayout(box, 1)
@@ -413,7 +414,7 @@ class RefinementView(QWidget):
         bind("refine.edit_prompt", lambda: self.prompt_edit.setFocus())
         bind("refine.pose", lambda: self.pose_check.toggle())
         for choice, _text, sc in CHOICES:
-            bind(sc, lambda c=choice: self.choose(c))
+            bind(sc, functools.partial(self.choose, choice))
 
     def spawn(self, coro: Any) -> asyncio.Future:
         fut = asyncio.ensure_future(coro)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -44,6 +44,9 @@ from tdri_engine.settings import ASPECTS, EngineSettings
 from . import store_io
 from .prefs import StudioPrefs
 
+if TYPE_CHECKING:
+    from tdri_engine.store import ProjectStore
+
 log = logging.getLogger(__name__)
 
 MODEL_COLUMNS = ("Role", "Kind", "Found", "Path or source", "What to do")
@@ -57,7 +60,7 @@ def check_models(profile_name: str) -> tuple[Any, list[Any]]:
     return profile, models.check_profile(profile)
 
 
-def project_profile(store: Any) -> str:
+def project_profile(store: ProjectStore) -> str:
     """The model profile a project runs on: chosen in Settings, else the one it was made with."""
     return str(store.get_meta("model_profile") or store.profile or "demo")
 
@@ -68,7 +71,7 @@ class SettingsDialog(QDialog):
 
     def __init__(
         self,
-        store: Any,
+        store: ProjectStore,
         prefs: StudioPrefs,
         *,
         show_error: Callable[[Any], None] | None = None,

@@ -9,10 +9,17 @@ Every long call takes a ``CancelToken`` and raises ``Cancelled`` when it is set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Union
 
 from .events import CancelToken, EventSink, Question, Reflection
-from .records import Choice, DialogueTurn, ImageRecord, PreferencePair
+from .records import AdapterVersion, Choice, DialogueTurn, ImageRecord, PreferencePair
+from .settings import EngineSettings
+
+if TYPE_CHECKING:  # these import the store and the models' modules: for the type checker only
+    from .generator import GenerationResult
+    from .models import RoleStatus
+    from .store.project import ProjectStore
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,9 @@ class RoundResult:
 class SessionAPI(Protocol):
     """One refinement dialogue bound to a project (and optionally a task)."""
 
-    dialogue_id: str
+    @property
+    def dialogue_id(self) -> str | None:
+        """The dialogue's record id (None only before a reopened dialogue was found)."""
 
     @property
     def rounds(self) -> list[RoundResult]: ...
@@ -83,8 +92,31 @@ class SessionAPI(Protocol):
         """Record the user's choice between two images as a preference (both_bad included)."""
 
 
+class GeneratorAPI(Protocol):
+    """The engine's one text-to-image generator (its pipelines and active LoRA are shared)."""
+
+    settings: EngineSettings  # size, steps, guidance...: set before a call, read by it
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        seed: int,
+        adapter_dir: Path | None = None,
+        cancel: CancelToken | None = None,
+        on_event: EventSink | None = None,
+    ) -> GenerationResult:
+        """One image; ``adapter_dir`` a LoRA version folder, None for the base model."""
+
+
 class EngineAPI(Protocol):
-    """Owns the models of one profile; loads each lazily, in the calling (worker) thread."""
+    """Owns the models of one profile; loads each lazily, in the calling (worker) thread.
+
+    Everything the studio and the CLI ask of an engine; the real one is
+    ``tdri_engine.session.Engine``. Projects are passed as the store that holds them
+    (``tdri_engine.store.ProjectStore``); nothing here keeps one after the call returns,
+    except a session, which holds its store until it is dropped.
+    """
 
     @property
     def profile_name(self) -> str: ...
@@ -92,13 +124,48 @@ class EngineAPI(Protocol):
     @property
     def is_demo(self) -> bool: ...
 
+    @property
+    def generator(self) -> GeneratorAPI: ...
+
+    def close(self) -> None:
+        """Drop every loaded model; they load again on next use."""
+
+    def check_models(self) -> list[RoleStatus]:
+        """One status per role of the profile: found where, or missing and how to fix it."""
+
+    def ensure_models(self, on_event: EventSink | None = None) -> list[RoleStatus]:
+        """Build the demo models on first run; ``ModelMissing`` for a missing required role."""
+
+    def prepare(
+        self, *, on_event: EventSink | None = None, cancel: CancelToken | None = None
+    ) -> list[RoleStatus]:
+        """:meth:`ensure_models`, then load the models a round uses (the one-time engine load)."""
+
+    def session_settings(self, settings: EngineSettings) -> tuple[EngineSettings, list[str]]:
+        """A project's settings within the profile's limits, and a note per value capped."""
+
     def open_session(
         self,
-        store,
+        store: ProjectStore,
         *,
         task_id: str | None = None,
         dialogue_id: str | None = None,
         on_event: EventSink | None = None,
-    ) -> SessionAPI: ...
+    ) -> SessionAPI:
+        """A new dialogue in ``store``, or the past one ``dialogue_id`` reopened."""
 
-    def check_models(self) -> list: ...
+    def train(
+        self, store: ProjectStore, *, cancel: CancelToken | None = None, on_event: EventSink | None = None
+    ) -> AdapterVersion | None:
+        """One preference-optimisation update of the project's LoRA; the new version, if any."""
+
+    def compare_base_adapted(
+        self,
+        store: ProjectStore,
+        prompt: str,
+        *,
+        seed: int | None = None,
+        cancel: CancelToken | None = None,
+        on_event: EventSink | None = None,
+    ) -> tuple[ImageRecord, ImageRecord]:
+        """The same prompt and seed without and with the active adapter, both saved."""

@@ -181,7 +181,7 @@ def _split_snapshot(text: str) -> SnapshotTables:
     is encoded again. Raises ValueError on anything that is not that shape. (Whitespace is
     allowed anywhere, as in files TinyDB or a person wrote.)
     """
-    scan = _DECODER.scan_once  # the C scanner: (value, end) or StopIteration
+    scan = _DECODER.scan_once  # type: ignore[attr-defined]  # the C scanner: (value, end) or StopIteration
     ws = _WS.match
 
     def value(pos: int) -> tuple[Any, int]:
@@ -191,7 +191,7 @@ def _split_snapshot(text: str) -> SnapshotTables:
             raise ValueError(f"no JSON value at {pos}") from None
 
     def skip(pos: int) -> int:
-        return ws(text, pos).end() if text[pos : pos + 1] in _WS_CHARS else pos
+        return ws(text, pos).end() if text[pos : pos + 1] in _WS_CHARS else pos  # type: ignore[union-attr]  # '*' always matches
 
     def expect(pos: int, char: str) -> int:
         pos = skip(pos)
@@ -398,7 +398,7 @@ class Database:
                 self.compact()  # a long journal: fold it in now rather than replay it next time
 
     def _signature(self) -> tuple[Any, ...]:
-        sig = []
+        sig: list[tuple[int, int] | None] = []
         for name in (SNAPSHOT, *JOURNALS):
             try:
                 st = self._p(name).stat()

@@ -44,7 +44,7 @@ from tdri_engine.records import (
     ImageRecord,
     PreferencePair,
 )
-from tdri_engine.settings import ASPECTS
+from tdri_engine.settings import ASPECTS, EngineSettings
 
 COLOURS = {
     "red": (196, 40, 52),
@@ -286,7 +286,7 @@ class FakeGenerator:
     """``engine.generator.generate``: an adapter visibly changes the picture (warmer colours)."""
 
     def __init__(self) -> None:
-        self.settings: Any = None
+        self.settings = EngineSettings()
         self.calls: list[tuple[str, int, str | None]] = []
 
     def generate(
@@ -328,8 +328,11 @@ class FakeEngine:
     train_steps: int = 2
     train_step_delay: float = 0.0  # seconds per training step (to hold the store a while)
 
-    def session_settings(self, settings: Any) -> tuple[Any, list[str]]:
+    def session_settings(self, settings: EngineSettings) -> tuple[EngineSettings, list[str]]:
         return settings, []
+
+    def close(self) -> None:
+        self.calls.append(("close", threading.get_ident()))
 
     attempts: int = 0
 
@@ -454,3 +457,8 @@ def write_tiny_lora(folder: Path, rank: int = 2) -> None:
         },
         str(folder / "pytorch_lora_weights.safetensors"),
     )
+
+
+def as_engine(engine: FakeEngine) -> api.EngineAPI:
+    """The fake is an ``api.EngineAPI``: the type checker proves it here (tests/test_types.py)."""
+    return engine
