@@ -40,29 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def setup_logging() -> Path | None:
-    root = logging.getLogger()
-    if any(getattr(h, "_tdri", False) for h in root.handlers):
-        return None
-    root.setLevel(logging.INFO)
-    stderr = logging.StreamHandler()
-    stderr.setLevel(logging.WARNING)
-    stderr._tdri = True  # type: ignore[attr-defined]
-    root.addHandler(stderr)
-    log_dir = paths.tdri_home() / "logs"
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(
-            log_dir / "studio.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-        )
-    except OSError:
-        return None  # a read-only home must not stop the studio
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-    fh._tdri = True  # type: ignore[attr-defined]
-    root.addHandler(fh)
-    return log_dir / "studio.log"
-
-
 def load_style(app: Any) -> None:
     """Apply resources/style.qss (a missing file leaves Qt's default look)."""
     qss = paths.resource_path("style.qss")
@@ -110,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.screenshots or args.exit_when_shown:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from .error_path import setup_logging
+
     setup_logging()
     import PySide6
 
@@ -125,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    from .error_path import loop_exception_handler
+
+    loop.set_exception_handler(loop_exception_handler)
 
     prefs = StudioPrefs.load()
     if args.projects_dir:

@@ -29,6 +29,7 @@ from tdri_engine.errors import Cancelled, TdriError
 from tdri_engine.events import Error, Preview, Progress, TrainingProgress
 from tdri_engine.settings import EngineSettings
 
+from .error_path import error_from_exception, report
 from .jobs import Job, JobQueue, JobState
 
 log = logging.getLogger(__name__)
@@ -88,31 +89,6 @@ def pil_to_qimage(pil: Any) -> QImage:
     bpl = pil.width * (4 if pil.mode == "RGBA" else 3)
     # .copy() detaches from the Python bytes buffer, which would otherwise be freed under it
     return QImage(data, pil.width, pil.height, bpl, fmt).copy()
-
-
-def error_from_exception(exc: BaseException) -> Error:
-    """Turn anything raised inside a job into a value the message bar can show."""
-    if isinstance(exc, TdriError):
-        return Error(exc.kind, exc.message, exc.what_to_do)
-    if isinstance(exc, MemoryError):
-        return Error(
-            "out-of-memory",
-            "The computer ran out of memory during this step.",
-            "Lower the image size or the number of steps in Settings, close other programs, and try again.",
-        )
-    name = type(exc).__name__
-    if "OutOfMemory" in name:  # torch.cuda.OutOfMemoryError without importing torch here
-        return Error(
-            "out-of-memory",
-            "The GPU ran out of memory.",
-            "Lower the image size, turn on CPU offload in Settings, or close other GPU programs.",
-        )
-    return Error(
-        "internal",
-        f"Unexpected error in the engine: {name}: {exc}",
-        "Your work up to the last saved step is kept. Try again; if it repeats, send the log "
-        "file (Help ▸ About shows where it is) to the maintainers.",
-    )
 
 
 class WorkerContext:
@@ -219,7 +195,7 @@ class EngineWorker(QObject):
                 log.warning("job %s interrupted: %r", job.label, exc)
             if not isinstance(exc, TdriError):
                 log.error("job %r failed:\n%s", job.label, traceback.format_exc())
-            self.job_failed.emit(job, error_from_exception(exc))
+            self.job_failed.emit(job, error_from_exception(exc, " in the engine"))
         else:
             self.job_finished.emit(job, result)
         finally:
@@ -387,5 +363,5 @@ class EngineBridge(QObject):
         if cb is not None:
             try:
                 cb(job)
-            except Exception:
-                log.exception("job callback failed for %r", job.label)
+            except Exception as exc:
+                report(exc, f"the callback of job {job.label!r}")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -38,7 +38,7 @@ from tdri_engine.errors import ProjectError, TdriError
 from tdri_engine.events import Error
 from tdri_engine.settings import EngineSettings
 
-from . import shortcuts, store_io
+from . import error_path, shortcuts, store_io
 from .annotation_model import AnnotationModel
 from .annotation_view import AnnotationView
 from .engine_bridge import EngineBridge, EngineSpec, JobCancelled, JobFailed, WorkerContext
@@ -177,6 +177,7 @@ class MainWindow(QMainWindow):
         self.settings_dialog: SettingsDialog | None = None
         self._build()
         self._build_menus()
+        self._restore_error_hooks = error_path.install(self.show_error)
         self.setWindowTitle("TDRI Studio")
         self._restore_geometry()
         self.bridge.start()
@@ -342,6 +343,7 @@ class MainWindow(QMainWindow):
 
         help_menu = mb.addMenu("&Help")
         self._action("&Guidelines and shortcuts", self.show_help, "app.help", menu=help_menu)
+        self._action("Open &log folder", self.open_log_folder, menu=help_menu)
         self._action("&About", self.show_about, menu=help_menu)
 
     def _fill_recent(self) -> None:
@@ -381,6 +383,14 @@ class MainWindow(QMainWindow):
         self.help_window.show()
         self.help_window.raise_()
 
+    def open_log_folder(self) -> Path:
+        """Show the folder of the log files in the system's file manager (and say where it is)."""
+        folder = error_path.log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.message_bar.show_info("The log files are in this folder:", str(folder), timeout_ms=20000)
+        return folder
+
     def show_about(self) -> None:
         from tdri_engine import __version__
 
@@ -417,15 +427,9 @@ class MainWindow(QMainWindow):
 
         def done(f: asyncio.Future) -> None:
             self._tasks.discard(f)
-            if (
-                not f.cancelled()
-                and f.exception() is not None
-                and not isinstance(f.exception(), (JobFailed, JobCancelled))
-            ):
-                log.error("task failed", exc_info=f.exception())
-                self.show_error(
-                    Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved.")
-                )
+            exc = None if f.cancelled() else f.exception()
+            if exc is not None and not isinstance(exc, (JobFailed, JobCancelled)):
+                error_path.report(exc, "a studio task")
 
         fut.add_done_callback(done)
         return fut
@@ -601,6 +605,7 @@ class MainWindow(QMainWindow):
                 w.close()
         for t in list(self._tasks):
             t.cancel()
+        self._restore_error_hooks()
         super().closeEvent(event)
 
 

@@ -43,6 +43,11 @@ def imported_names(tree: ast.Module) -> set[str]:
     return names
 
 
+# The interpreter's documented hooks for what they are made for: the studio's one error path
+# (studio/error_path.py) logs and shows every uncaught exception, and restores them on close.
+ALLOWED = {"sys.excepthook", "threading.excepthook"}
+
+
 def foreign_assignments(text: str, label: str) -> list[str]:
     tree = ast.parse(text, label)
     foreign = imported_names(tree)
@@ -63,7 +68,7 @@ def foreign_assignments(text: str, label: str) -> list[str]:
             base = t.value
             while isinstance(base, ast.Attribute):
                 base = base.value
-            if isinstance(base, ast.Name) and base.id in foreign:
+            if isinstance(base, ast.Name) and base.id in foreign and ast.unparse(t) not in ALLOWED:
                 found.append(f"{label}:{node.lineno}: {ast.unparse(t)} assigned")
     return found
 
