@@ -1,0 +1,166 @@
+"""The Atelier world: deterministic pictures, every value visible, captions that name the values,
+splits that hold out combinations, and the mannequin's pose in OpenPose's convention."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from tdri_engine.atelier.captions import NAMES, aspect_captions, full_caption
+from tdri_engine.atelier.splits import HELDOUT_PAIRS, heldout_pairs_of, sample
+from tdri_engine.atelier.world import (
+    ASPECT_FIELDS,
+    FIELDS,
+    KEYPOINT_NAMES,
+    VOCAB,
+    Record,
+    keypoints,
+    pose_map,
+    random_record,
+    render,
+)
+from tdri_engine.errors import BadInput
+from tdri_engine.settings import ASPECTS
+
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def _records(seed: int, n: int) -> list[Record]:
+    rng = random.Random(seed)
+    return [random_record(rng) for _ in range(n)]
+
+
+def test_same_seed_same_pixels_other_seed_other_jitter():
+    for seed in SEEDS:
+        record = _records(seed, 1)[0]
+        a = np.asarray(render(record, seed, 64))
+        b = np.asarray(render(record, seed, 64))
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+        assert np.array_equal(a, b)
+        c = np.asarray(render(record, seed + 100, 64))
+        assert not np.array_equal(a, c)  # the seed moves the jitter
+    big = render(_records(9, 1)[0], 0, (320, 256))
+    assert big.size == (320, 256)
+
+
+def test_every_value_of_every_field_changes_the_picture():
+    # Measured: the smallest mean absolute change over these 5 base records is about 0.5 grey
+    # levels (a 64 px picture whose only change is the fit or a sleeve length); 0.1 leaves margin.
+    smallest = float("inf")
+    for seed in SEEDS:
+        base = _records(seed, 1)[0]
+        img = np.asarray(render(base, seed, 64), dtype=np.float32)
+        for f in FIELDS:
+            if f == "sleeves" and base.sleeves is None:
+                continue
+            for value in VOCAB[f]:
+                if value == getattr(base, f):
+                    continue
+                other = np.asarray(render(base.replace(**{f: value}), seed, 64), dtype=np.float32)
+                diff = float(np.abs(other - img).mean())
+                smallest = min(smallest, diff)
+                assert diff > 0.1, (base, f, value, diff)
+    assert smallest < 50  # the check above compared real pictures
+
+
+def test_bad_records_and_sizes_are_refused_with_what_to_do():
+    with pytest.raises(BadInput, match="Unknown color"):
+        _records(0, 1)[0].replace(color="chartreuse")
+    skirt = Record(
+        "skirt", "red", "short", "fitted", None, "flat lay", "beach", "front view", "plain", "none"
+    )
+    with pytest.raises(BadInput, match="no sleeves"):
+        Record(**(skirt.as_dict() | {"sleeves": "long sleeves"}))
+    with pytest.raises(BadInput, match="out of range"):
+        render(skirt, 0, 8)
+
+
+def test_captions_name_every_value_in_varied_wordings():
+    for seed in SEEDS:
+        for i, record in enumerate(_records(seed, 20)):
+            full = full_caption(record, seed * 100 + i).lower()
+            for f in FIELDS:
+                value = getattr(record, f)
+                if (
+                    value is None
+                    or (f == "pattern" and value == "plain")
+                    or (f == "accessory" and value == "none")
+                ):
+                    continue
+                assert NAMES[f][value] in full, (f, value, full)
+            per_aspect = aspect_captions(record, seed * 100 + i)
+            assert list(per_aspect) == list(ASPECTS)
+            for aspect, text in per_aspect.items():
+                for f in ASPECT_FIELDS[aspect]:
+                    value = getattr(record, f)
+                    if value is not None:
+                        assert NAMES[f][value] in text.lower(), (aspect, f, value, text)
+    record = _records(0, 1)[0]
+    wordings = {full_caption(record, s) for s in range(20)}
+    assert len(wordings) >= 10  # templates and synonyms vary with the seed
+    assert full_caption(record, 3) == full_caption(record, 3)
+
+
+def test_splits_hold_out_combinations_not_only_images():
+    train = sample("train", 1500, seed=0)
+    heldout = sample("heldout", 300, seed=0)
+    assert not any(heldout_pairs_of(s.record) for s in train)
+    assert all(heldout_pairs_of(s.record) for s in heldout)
+    # every single value is still taught, only the pairs are new
+    for f in FIELDS:
+        seen = {getattr(s.record, f) for s in train}
+        assert set(VOCAB[f]) <= seen, f
+    # both families of held-out pairs are tested, and seeds (jitter) never repeat across splits
+    families = {tuple(p[0::2]) for s in heldout for p in heldout_pairs_of(s.record)}
+    assert families == set(HELDOUT_PAIRS)
+    assert not {s.seed for s in train} & {s.seed for s in heldout}
+    # deterministic, and a prefix of any longer draw (a resumed run sees the same data)
+    assert sample("train", 50, seed=0) == train[:50]
+    assert sample("train", 50, seed=1) != train[:50]
+
+
+def test_worn_garments_have_keypoints_inside_the_picture():
+    worn = [r.replace(style="on a mannequin") for seed in SEEDS for r in _records(seed, 10)]
+    for i, record in enumerate(worn):
+        kps = keypoints(record, (64, 64), i)
+        assert kps is not None and len(kps) == len(KEYPOINT_NAMES) == 18
+        visible = [(x, y) for x, y, c in kps if c > 0]
+        assert len(visible) >= 8, record.perspective
+        assert all(0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 for x, y in visible)
+    flat = worn[0].replace(style="flat lay")
+    assert keypoints(flat) is None and pose_map(flat) is None
+    # the person's right is on the picture's left from the front, on its right from the back
+    front = keypoints(worn[0].replace(perspective="front view"), (64, 64), 0)
+    back = keypoints(worn[0].replace(perspective="back view"), (64, 64), 0)
+    right, left = KEYPOINT_NAMES.index("r_shoulder"), KEYPOINT_NAMES.index("l_shoulder")
+    assert front[right][0] < front[left][0] and back[right][0] > back[left][0]
+    assert back[KEYPOINT_NAMES.index("nose")][2] == 0  # no face from behind
+
+
+# controlnet_aux 0.0.10, open_pose/util.py draw_bodypose: joint colours (limbs use 60 % of them)
+OPENPOSE_COLORS = [
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+    (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+]  # fmt: skip
+
+
+def test_pose_map_is_drawn_in_openpose_colours():
+    palette = {c for c in OPENPOSE_COLORS} | {tuple(int(v * 0.6) for v in c) for c in OPENPOSE_COLORS}
+    for seed in SEEDS:
+        record = _records(seed, 1)[0].replace(style="on a mannequin", perspective="full body")
+        pm = np.asarray(pose_map(record, (512, 512), seed))
+        drawn = pm.reshape(-1, 3)[pm.reshape(-1, 3).any(axis=1)]
+        assert len(drawn) > 2000  # a whole skeleton, not a few dots
+        colours = {tuple(int(v) for v in c) for c in np.unique(drawn, axis=0)}
+        assert colours <= palette, colours - palette
+        # each visible joint sits under its own OpenPose colour (joints are drawn last)
+        kps = keypoints(record, (512, 512), seed)
+        hits = sum(
+            tuple(pm[min(511, int(y * 512)), min(511, int(x * 512))]) == OPENPOSE_COLORS[k]
+            for k, (x, y, c) in enumerate(kps)
+            if c > 0
+        )
+        assert hits >= 14, hits
