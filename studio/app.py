@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.screenshots or args.exit_when_shown:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from .error_path import setup_logging
+    from studio.error_path import setup_logging
 
     setup_logging()
     import PySide6
@@ -98,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import qasync
 
-    from .main_window import MainWindow
-    from .prefs import StudioPrefs
+    from studio.prefs import StudioPrefs
+    from studio.ui.main_window import MainWindow
 
     app = make_app()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    from .error_path import loop_exception_handler
+    from studio.error_path import loop_exception_handler
 
     loop.set_exception_handler(loop_exception_handler)
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     window.show()
     if args.screenshots:
-        from .screenshots import take_screenshots
+        from studio.screenshots import take_screenshots
 
         async def shots() -> None:
             nonlocal exit_code

@@ -4,7 +4,7 @@ An exception raised in a Qt slot, in a plain thread, in an asyncio callback or i
 coroutine is logged with its traceback (``logs/studio.log`` under the user data folder, a
 rotating file: 2 MB, 3 old files kept) and shown in the message bar as an ``Error`` value with
 what to do. Engine jobs already turn their exceptions into ``Error`` values in the engine
-thread (``studio.engine_bridge``); they are logged the same way.
+thread (``studio.workers.engine_bridge``); they are logged the same way.
 
 The hooks used are the interpreter's documented ones for this (``sys.excepthook``,
 ``threading.excepthook``, the event loop's exception handler); :func:`install` returns the

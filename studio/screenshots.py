@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,6 @@ async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = 
     tmp = tempfile.TemporaryDirectory(prefix="tdri-shots-")
     window.destroyed.connect(lambda *_: tmp.cleanup())
     window._screenshot_tmp = tmp  # lives as long as the window
-    from .main_window import copy_project_for_screenshots
 
     copy = copy_project_for_screenshots(source, Path(tmp.name))
     window.resize(*SIZE)
@@ -126,3 +126,10 @@ def _default_project(window: Any) -> Path:
     if prefs.last_project and Path(prefs.last_project).is_dir():
         return Path(prefs.last_project)
     raise RuntimeError("No project to show: there is no sample project. Pass --project PATH.")
+
+
+def copy_project_for_screenshots(src: Path, dest_root: Path) -> Path:
+    """A throwaway copy of a project (so screenshots never change the user's files)."""
+    dest = dest_root / src.name
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".lock"))
+    return dest

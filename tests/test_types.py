@@ -2,7 +2,7 @@
 
 mypy in basic mode (``[tool.mypy]`` in pyproject.toml): the engine's faces in
 ``tdri_engine/api.py`` are typed completely, so this also proves that the real engine
-(``studio.main_window.real_engine_factory`` returns a ``tdri_engine.session.Engine`` as an
+(``studio.workers.engine_setup.real_engine_factory`` returns a ``tdri_engine.session.Engine`` as an
 ``EngineAPI``) and the test engine (``fake_engine.as_engine``) both implement them.
 """
 

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
+from studio.models.observable import observable
+from studio.models.tags import META_KEY as TAGS_META_KEY
+from studio.models.tags import TagVocabulary, guess_set, normalise_tag
 from tdri_engine.errors import TdriError
 from tdri_engine.events import Error
 from tdri_engine.records import Annotation, Choice, ImageRecord, PreferencePair, Task, now_iso
-
-from .observable import observable
-from .tags import META_KEY as TAGS_META_KEY
-from .tags import TagVocabulary, guess_set, normalise_tag
 
 if TYPE_CHECKING:
     from tdri_engine.store import ProjectStore

@@ -1,7 +1,7 @@
 """The refinement view's state: the dialogue, its rounds, the pending question, personalisation.
 
 Everything that touches the engine runs as a job in the engine thread (through
-:class:`~studio.engine_bridge.EngineBridge`); this model awaits those jobs on the GUI's asyncio
+:class:`~studio.workers.engine_bridge.EngineBridge`); this model awaits those jobs on the GUI's asyncio
 loop (qasync) and publishes the outcome as observable properties. The session object itself
 lives in the engine thread: the GUI holds it only to hand it back to the next job.
 
@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QImage, QImageReader
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
 
+from studio.models.observable import observable
+from studio.models.rounds import Comparison, Personalisation, RoundView
+from studio.workers import store_io
+from studio.workers.engine_bridge import EngineBridge, JobCancelled, JobFailed, PreviewFrame, WorkerContext
+from studio.workers.images import read_qimage
+from studio.workers.jobs import Job
+from studio.workers.refinement_jobs import (
+    after_round,
+    base_and_adapted,
+    latest_dialogue,
+    personalisation_status,
+    rounds_from_store,
+)
 from tdri_engine import api
 from tdri_engine.events import (
     AdapterReady,
@@ -32,241 +43,12 @@ from tdri_engine.events import (
     TrainingProgress,
     Warning_,
 )
-from tdri_engine.records import Choice, Dialogue, DialogueTurn, ImageRecord
-
-from . import store_io
-from .engine_bridge import EngineBridge, JobCancelled, JobFailed, PreviewFrame, WorkerContext
-from .jobs import Job
-from .observable import observable
+from tdri_engine.records import Choice
 
 if TYPE_CHECKING:
     from tdri_engine.store import ProjectStore
 
 log = logging.getLogger(__name__)
-
-THUMB_SIDE = 112
-DISPLAY_SIDE = 2048
-
-
-# ---------------------------------------------------------------------------------- values
-@dataclass
-class RoundView:
-    """One round as the view shows it (images already decoded, off the GUI thread)."""
-
-    round: int
-    image_id: str
-    image_path: str
-    prompt: str
-    kind: str = "prompt"
-    user_input: str = ""
-    system_response: str = ""
-    question: str | None = None
-    question_aspect: str | None = None
-    options: tuple[str, ...] = ()
-    scores: dict[str, float] = field(default_factory=dict)
-    captions: dict[str, str] = field(default_factory=dict)
-    ambiguity: float | None = None
-    threshold: float | None = None
-    seed: int | None = None
-    adapter_version: str | None = None
-    warnings: tuple[str, ...] = ()
-    pose_found: bool = False
-    image: QImage | None = None
-    thumb: QImage | None = None
-    pose_map: QImage | None = None  # round 0 only: the smoothed pose map kept for later rounds
-    label: str = ""  # shown under the thumbnail
-
-    @property
-    def title(self) -> str:
-        return self.label or f"Round {self.round}"
-
-
-@dataclass
-class Personalisation:
-    """The "k of N choices until the next update" panel and the adapter versions."""
-
-    remaining: int | None = None  # k
-    every: int = 40  # N
-    active: str | None = None
-    versions: list[Any] = field(default_factory=list)  # AdapterVersion records, oldest first
-    available: bool = True
-    note: str = ""
-    scope: str = "project"  # "project": this project's adapter; "user": the user's, across projects
-    can_compare: bool = False  # an active adapter with its weights on disk
-
-
-@dataclass
-class Comparison:
-    """Two images side by side that a choice can be recorded for (rounds or a base/adapted pair)."""
-
-    left: RoundView | None
-    right: RoundView | None
-
-
-# ------------------------------------------------------------------ worker-side helpers
-def read_qimage(path: str | Path | None, max_side: int = DISPLAY_SIDE) -> QImage | None:
-    """Decode an image file to a QImage (safe off the GUI thread); None when unreadable."""
-    if not path or not Path(path).is_file():
-        return None
-    reader = QImageReader(str(path))
-    size = reader.size()
-    if size.isValid() and max(size.width(), size.height()) > max_side:
-        reader.setScaledSize(size.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio))
-    image = reader.read()
-    return None if image.isNull() else image
-
-
-def _thumb(image: QImage | None) -> QImage | None:
-    if image is None:
-        return None
-    return image.scaled(
-        THUMB_SIDE, THUMB_SIDE, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-    )
-
-
-def round_from_result(result: api.RoundResult, tau: float | None = None) -> RoundView:
-    """RoundResult (engine) -> RoundView, decoding the image. Runs in the engine thread."""
-    turn, rec = result.turn, result.image
-    refl = result.reflection
-    q = result.question
-    image = read_qimage(result.image_path)
-    return RoundView(
-        round=result.round,
-        image_id=rec.id,
-        image_path=str(result.image_path),
-        prompt=result.prompt,
-        kind=turn.kind,
-        user_input=turn.user_input,
-        system_response=turn.system_response,
-        question=q.text if q else turn.question,
-        question_aspect=q.aspect if q else turn.question_aspect,
-        options=tuple(q.options) if q else (),
-        scores=dict(refl.scores if refl else turn.aspect_scores),
-        captions=dict(refl.captions) if refl else {},
-        ambiguity=refl.ambiguity if refl else turn.ambiguity,
-        threshold=refl.threshold if refl else tau,
-        seed=rec.seed,
-        adapter_version=rec.adapter_version,
-        warnings=tuple(result.warnings),
-        pose_found=result.pose_found,
-        image=image,
-        thumb=_thumb(image),
-    )
-
-
-def after_round(store: ProjectStore, session: Any, result: api.RoundResult, tau: float | None) -> RoundView:
-    """Engine-thread work after a round: decode its images, remember the dialogue. Keeping
-    this off the GUI thread matters: a project.json write is an fsync (tens of ms on a busy disk)."""
-    view = round_from_result(result, tau)
-    dialogue = getattr(session, "dialogue", None)
-    pose_file = getattr(dialogue, "pose_file", None)
-    if result.round == 0 and pose_file:
-        view.pose_map = read_qimage(store.path / pose_file, 1024)
-    dialogue_id = getattr(session, "dialogue_id", None)
-    if dialogue_id and store.get_meta("last_dialogue_id") != dialogue_id:
-        try:
-            store.set_meta("last_dialogue_id", dialogue_id)
-        except Exception as exc:  # remembering the dialogue is a convenience, not the work
-            log.warning("could not remember the dialogue: %s", exc)
-    return view
-
-
-def rounds_from_store(store: ProjectStore, dialogue_id: str, tau: float | None) -> list[RoundView]:
-    """A dialogue's rounds from the project's records (no engine needed). Any thread."""
-    turns = store.find(DialogueTurn, lambda d: d.get("dialogue_id") == dialogue_id)
-    turns.sort(key=lambda t: (t.round, t.created))
-    out: list[RoundView] = []
-    for t in turns:
-        rec = store.get(ImageRecord, t.image_id) if t.image_id else None
-        path = ""
-        if rec is not None:
-            try:
-                path = str(store.image_path(rec))
-            except Exception:  # a record pointing nowhere shows as a missing image
-                path = ""
-        image = read_qimage(path)
-        out.append(
-            RoundView(
-                round=t.round,
-                image_id=rec.id if rec else (t.image_id or ""),
-                image_path=path,
-                prompt=t.prompt,
-                kind=t.kind,
-                user_input=t.user_input,
-                system_response=t.system_response,
-                question=t.question,
-                question_aspect=t.question_aspect,
-                scores=dict(t.aspect_scores),
-                ambiguity=t.ambiguity,
-                threshold=tau,
-                seed=rec.seed if rec else None,
-                adapter_version=rec.adapter_version if rec else None,
-                image=image,
-                thumb=_thumb(image),
-            )
-        )
-    return out
-
-
-def latest_dialogue(store: ProjectStore) -> Dialogue | None:
-    last = store.get_meta("last_dialogue_id")
-    if last:
-        d = store.get(Dialogue, last)
-        if d is not None:
-            return d
-    dialogues = store.all(Dialogue)
-    return max(dialogues, key=lambda d: d.created) if dialogues else None
-
-
-def personalisation_status(store: ProjectStore, every: int) -> Personalisation:
-    """Read the optimizer's view of this project (adapter versions, choices to the next update)."""
-    try:
-        from tdri_engine.optimizer import adapters, schedule
-    except ImportError as exc:  # an engine build without the optimizer: say so, don't guess
-        log.info("personalisation unavailable: %s", exc)
-        return Personalisation(
-            every=every,
-            available=False,
-            note="Personalisation needs the preference optimizer (tdri_engine.optimizer.adapters and "
-            "schedule), which this build does not include. Choices are still recorded.",
-        )
-    remaining = schedule.choices_until_update(store, every)
-    active = adapters.active_adapter(store)
-    return Personalisation(
-        remaining=int(remaining),
-        every=every,
-        active=active.id if active is not None else None,
-        versions=list(adapters.list_versions(store)),
-        scope=adapters.adapter_scope(store),
-        can_compare=adapters.active_adapter_dir(store) is not None,
-    )
-
-
-def base_and_adapted(
-    ctx: WorkerContext, store: ProjectStore, prompt: str, seed: int | None
-) -> tuple[RoundView, RoundView]:
-    """Engine thread: the engine's base-vs-adapted pair, decoded for the view."""
-    base, adapted = ctx.engine.compare_base_adapted(
-        store, prompt, seed=seed, cancel=ctx.cancel, on_event=ctx.emit
-    )
-    views = []
-    for title, rec in (("Base", base), ("Adapted", adapted)):
-        path = store.image_path(rec)
-        image = read_qimage(path)
-        views.append(
-            RoundView(
-                round=-1,
-                image_id=rec.id,
-                image_path=str(path),
-                prompt=prompt,
-                seed=rec.seed,
-                adapter_version=rec.adapter_version,
-                image=image,
-                thumb=_thumb(image),
-                label=f"{title}{' ' + rec.adapter_version if rec.adapter_version else ''}",
-            )
-        )
-    return views[0], views[1]
 
 
 def _adapters() -> Any:

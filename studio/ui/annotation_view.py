@@ -5,7 +5,7 @@ box under each, the preference buttons, and the pair's HTML snippet (copyable). 
 command area: task and image details, navigation, Load Image / Load Last / Save Task, the tag
 list. Keyboard first: every action has a key (see ``studio.shortcuts`` and Help).
 
-The view binds to :class:`~studio.annotation_model.AnnotationModel`; file work (imports,
+The view binds to :class:`~studio.models.annotation_model.AnnotationModel`; file work (imports,
 image decoding) runs on the asyncio loop's executor so the window stays responsive.
 """
 
@@ -31,8 +31,6 @@ from PySide6.QtGui import (
     QAction,
     QFont,
     QGuiApplication,
-    QImage,
-    QImageReader,
     QKeyEvent,
     QKeySequence,
     QShortcut,
@@ -65,18 +63,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio import shortcuts
+from studio.models.annotation_model import FILTERS, AnnotationModel
+from studio.models.tags import available_sets
+from studio.ui.image_view import ImageView
+from studio.workers import store_io
+from studio.workers.images import read_image
+from studio.workers.tasks import Tasks
 from tdri_engine.errors import TdriError
 from tdri_engine.events import Error
 from tdri_engine.records import Choice, ImageRecord, Task
 
-from . import shortcuts, store_io
-from .annotation_model import FILTERS, AnnotationModel
-from .image_view import ImageView
-from .tags import available_sets
-
 log = logging.getLogger(__name__)
 
-MAX_DISPLAY_SIDE = 4096  # decode huge files scaled down: the panel never needs more
 CHOICE_BUTTONS = (
     (Choice.LEFT, "Left better", "annotate.left_better"),
     (Choice.RIGHT, "Right better", "annotate.right_better"),
@@ -84,24 +83,6 @@ CHOICE_BUTTONS = (
     (Choice.BOTH_BAD, "Both bad", "annotate.both_bad"),
 )
 FILTER_LABELS = {"all": "All tasks", "todo": "To do", "done": "Done", "tagged": "Tagged"}
-
-
-def read_image_file(path: str) -> tuple[QImage | None, str]:
-    """Decode an image for display (any thread). Returns (image, message when it failed)."""
-    p = Path(path)
-    if not p.is_file():
-        return None, f"Image missing: {p}\nRestore the file, or import the image again."
-    reader = QImageReader(str(p))
-    reader.setAutoTransform(True)
-    size = reader.size()
-    if size.isValid() and max(size.width(), size.height()) > MAX_DISPLAY_SIDE:
-        reader.setScaledSize(
-            size.scaled(MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE, Qt.AspectRatioMode.KeepAspectRatio)
-        )
-    image = reader.read()
-    if image.isNull():
-        return None, f"Cannot show {p.name}: {reader.errorString()}"
-    return image, ""
 
 
 class TaskListModel(QAbstractListModel):
@@ -274,7 +255,7 @@ class AnnotationView(QWidget):
         self._show_info = show_info
         self._show_help = show_help or (lambda: None)
         self._load_generation = 0
-        self._tasks: set[asyncio.Future] = set()
+        self.tasks = Tasks("the annotation view")
         self._build()
         self._bind()
         self._make_shortcuts()
@@ -292,6 +273,49 @@ class AnnotationView(QWidget):
         outer.addWidget(self.splitter)
 
         # --- task list (left)
+        left = self._build_task_list()
+        self.splitter.addWidget(left)
+
+        # --- images (centre)
+        centre = self._build_images()
+        self.splitter.addWidget(centre)
+
+        # --- command area (right)
+        right_inner = QWidget()
+        right_inner.setObjectName("commandArea")
+        rv = QVBoxLayout(right_inner)
+        rv.setContentsMargins(4, 8, 8, 8)
+        rv.setSpacing(8)
+
+        details = self._build_details()
+        rv.addWidget(details)
+
+        work = self._build_work()
+        rv.addWidget(work)
+
+        tags = self._build_tags()
+        rv.addWidget(tags, 1)
+
+        self.help_button = QPushButton(f"Guidelines && shortcuts  [{shortcuts.label('app.help')}]")
+        self.help_button.setObjectName("helpButton")
+        self.help_button.setAccessibleName("Guidelines and shortcuts")
+        rv.addWidget(self.help_button)
+
+        scroll = QScrollArea()
+        scroll.setObjectName("commandScroll")
+        scroll.setWidget(right_inner)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(330)
+        self.splitter.addWidget(scroll)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setSizes([230, 800, 340])
+
+    def _build_task_list(self) -> QWidget:
+        """Left: the filter, the progress and the task list."""
         left = QWidget()
         left.setObjectName("taskPanel")
         lv = QVBoxLayout(left)
@@ -324,9 +348,10 @@ class AnnotationView(QWidget):
         self.task_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.task_list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         lv.addWidget(self.task_list, 1)
-        self.splitter.addWidget(left)
+        return left
 
-        # --- images (centre)
+    def _build_images(self) -> QWidget:
+        """Centre: the task's title, its one or two images, the choice, the task's HTML."""
         centre = QWidget()
         centre.setObjectName("imagePanel")
         cv = QVBoxLayout(centre)
@@ -380,15 +405,10 @@ class AnnotationView(QWidget):
         self.copy_html_button.clicked.connect(self.copy_html)
         hv.addWidget(self.copy_html_button, 0, Qt.AlignmentFlag.AlignTop)
         cv.addWidget(html_box)
-        self.splitter.addWidget(centre)
+        return centre
 
-        # --- command area (right)
-        right_inner = QWidget()
-        right_inner.setObjectName("commandArea")
-        rv = QVBoxLayout(right_inner)
-        rv.setContentsMargins(4, 8, 8, 8)
-        rv.setSpacing(8)
-
+    def _build_details(self) -> QGroupBox:
+        """Right: the task's and the images' details."""
         details = QGroupBox("Task and image details")
         details.setObjectName("detailsBox")
         form = QFormLayout(details)
@@ -415,8 +435,10 @@ class AnnotationView(QWidget):
             lab.setMinimumWidth(60)
             form.addRow(key.title() + ":", lab)
             self.detail_labels[key] = lab
-        rv.addWidget(details)
+        return details
 
+    def _build_work(self) -> QGroupBox:
+        """Right: navigation, loading images, saving."""
         work = QGroupBox("Navigate and work")
         work.setObjectName("workBox")
         wv = QVBoxLayout(work)
@@ -475,8 +497,10 @@ class AnnotationView(QWidget):
         self.saved_label.setAccessibleName("Save state")
         self.saved_label.setProperty("state", "saved")
         wv.addWidget(self.saved_label)
-        rv.addWidget(work)
+        return work
 
+    def _build_tags(self) -> QGroupBox:
+        """Right: the tag entry, the project's tag list and the shipped sets."""
         tags = QGroupBox("Tags")
         tags.setObjectName("tagsBox")
         tv = QVBoxLayout(tags)
@@ -521,25 +545,7 @@ class AnnotationView(QWidget):
         )
         row.addWidget(self.remove_tag_button)
         tv.addLayout(row)
-        rv.addWidget(tags, 1)
-
-        self.help_button = QPushButton(f"Guidelines && shortcuts  [{shortcuts.label('app.help')}]")
-        self.help_button.setObjectName("helpButton")
-        self.help_button.setAccessibleName("Guidelines and shortcuts")
-        rv.addWidget(self.help_button)
-
-        scroll = QScrollArea()
-        scroll.setObjectName("commandScroll")
-        scroll.setWidget(right_inner)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(330)
-        self.splitter.addWidget(scroll)
-        self.splitter.setStretchFactor(0, 0)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([230, 800, 340])
+        return tags
 
     def _button(self, text: str, name: str, accessible: str, shortcut: str) -> QPushButton:
         b = QPushButton(text)
@@ -671,14 +677,14 @@ class AnnotationView(QWidget):
             "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)",
         )
         if files:
-            self.spawn(self.import_paths(files))
+            self.tasks.spawn(self.import_paths(files))
 
     def load_folder_dialog(self) -> None:
         if self.model.store is None:
             return
         folder = QFileDialog.getExistingDirectory(self, "Load a folder of images as tasks", str(Path.home()))
         if folder:
-            self.spawn(self.import_paths(folder))
+            self.tasks.spawn(self.import_paths(folder))
 
     async def import_paths(self, paths: str | list[str]) -> Any:
         """Import files or a folder as tasks (file work off the GUI thread), then show them."""
@@ -714,22 +720,6 @@ class AnnotationView(QWidget):
         self.model.reload_tasks(select=first)
         self.import_finished.emit(result)
         return result
-
-    def spawn(self, coro: Any) -> asyncio.Future:
-        fut = asyncio.ensure_future(coro)
-        self._tasks.add(fut)
-
-        def done(f: asyncio.Future) -> None:
-            self._tasks.discard(f)
-            if not f.cancelled() and f.exception() is not None:
-                exc = f.exception()
-                log.error("background task failed", exc_info=exc)
-                self._show_error(
-                    Error("internal", f"Unexpected error: {exc}", "Try again; your work is saved.")
-                )
-
-        fut.add_done_callback(done)
-        return fut
 
     # ------------------------------------------------------------------ model -> widgets
     def _on_tasks_changed(self, _tasks: list[Task]) -> None:
@@ -778,10 +768,10 @@ class AnnotationView(QWidget):
             except TdriError as exc:
                 paths.append("")
                 self._show_error(Error(exc.kind, exc.message, exc.what_to_do))
-        self.spawn(self._load_images(gen, paths))
+        self.tasks.spawn(self._load_images(gen, paths))
 
     async def _load_images(self, gen: int, paths: list[str]) -> None:
-        results = await asyncio.gather(*[store_io.run(read_image_file, p) if p else _none() for p in paths])
+        results = await asyncio.gather(*[store_io.run(read_image, p) if p else _none() for p in paths])
         if gen != self._load_generation:
             return  # the user moved on; a newer load will fill the panels
         for i, (image, message) in enumerate(results):

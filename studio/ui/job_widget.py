@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .jobs import Job, JobQueue, JobState
+from studio.workers.jobs import Job, JobQueue, JobState
 
 
 class JobProgress(QWidget):

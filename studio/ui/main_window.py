@@ -9,137 +9,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFileDialog,
-    QFormLayout,
     QLabel,
-    QLineEdit,
     QMainWindow,
     QMessageBox,
     QTabWidget,
-    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
+from studio import error_path, shortcuts
+from studio.models.annotation_model import AnnotationModel
+from studio.models.refinement_model import RefinementModel
+from studio.prefs import StudioPrefs
+from studio.ui.annotation_view import AnnotationView
+from studio.ui.dialogs import HelpWindow, NewProjectDialog
+from studio.ui.job_widget import JobProgress
+from studio.ui.message_bar import MessageBar
+from studio.ui.refinement_view import RefinementView
+from studio.ui.settings_dialog import SettingsDialog, project_profile
+from studio.workers import store_io
+from studio.workers.engine_bridge import EngineBridge, EngineSpec, JobCancelled, JobFailed, WorkerContext
+from studio.workers.engine_setup import EngineFactory, real_engine_factory
+from studio.workers.jobs import Job, JobState
+from studio.workers.tasks import Tasks
 from tdri_engine import paths
-from tdri_engine.api import EngineAPI
 from tdri_engine.errors import ProjectError, TdriError
 from tdri_engine.events import Error
-from tdri_engine.settings import EngineSettings
-
-from . import error_path, shortcuts, store_io
-from .annotation_model import AnnotationModel
-from .annotation_view import AnnotationView
-from .engine_bridge import EngineBridge, EngineSpec, JobCancelled, JobFailed, WorkerContext
-from .job_widget import JobProgress
-from .jobs import Job, JobState
-from .message_bar import MessageBar
-from .prefs import StudioPrefs
-from .refinement_model import RefinementModel
-from .refinement_view import RefinementView
-from .settings_dialog import SettingsDialog, project_profile
-from .tags import available_sets
 
 if TYPE_CHECKING:
     from tdri_engine.models import RoleStatus
     from tdri_engine.store import ProjectStore
 
 log = logging.getLogger(__name__)
-
-EngineFactory = Callable[[str, EngineSettings], EngineAPI]  # (profile, settings) -> engine
 DEMO_BANNER = (
     "Demo profile: tiny models with random weights. The whole loop runs, but the images are noise. "
     "To use real weights: Settings ▸ Models."
 )
-
-
-def real_engine_factory(profile: str, settings: EngineSettings) -> EngineAPI:
-    """The engine of ``tdri_engine.session`` (imports torch: call only in the engine thread)."""
-    from tdri_engine.session import Engine
-
-    return Engine(profile=profile, settings=settings)
-
-
-class NewProjectDialog(QDialog):
-    def __init__(self, root: Path, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("newProjectDialog")
-        self.setWindowTitle("New project")
-        form = QFormLayout(self)
-        self.name_edit = QLineEdit()
-        self.name_edit.setObjectName("newProjectName")
-        self.name_edit.setAccessibleName("Project name")
-        self.name_edit.setPlaceholderText("e.g. Summer dresses 2025")
-        form.addRow("Name:", self.name_edit)
-        self.tags_combo = QComboBox()
-        self.tags_combo.setObjectName("newProjectTagSet")
-        self.tags_combo.setAccessibleName("Tag vocabulary")
-        for key, name in available_sets().items():
-            self.tags_combo.addItem(name, key)
-        form.addRow("Tags:", self.tags_combo)
-        self.profile_combo = QComboBox()
-        self.profile_combo.setObjectName("newProjectProfile")
-        self.profile_combo.setAccessibleName("Model profile")
-        from tdri_engine import models
-
-        for n in models.list_profiles():
-            self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
-        form.addRow("Models:", self.profile_combo)
-        where = QLabel(f"Saved in {root}")
-        where.setWordWrap(True)
-        form.addRow("", where)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
-
-
-class HelpWindow(QDialog):
-    """Guidelines (from the paper) and every shortcut; non-modal, stays open beside the work."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("helpWindow")
-        self.setAccessibleName("Help")
-        self.setWindowTitle("TDRI Studio — guidelines and shortcuts")
-        self.resize(720, 640)
-        layout = QVBoxLayout(self)
-        self.tabs = QTabWidget()
-        layout.addWidget(self.tabs)
-        self.pages: dict[str, QTextBrowser] = {}
-        for key, title in (
-            ("guidelines", "Guidelines"),
-            ("shortcuts", "Shortcuts"),
-            ("refinement", "Refinement"),
-        ):
-            browser = QTextBrowser()
-            browser.setObjectName(f"help_{key}")
-            browser.setAccessibleName(title)
-            browser.setOpenExternalLinks(False)
-            browser.setHtml(load_help(key))
-            self.tabs.addTab(browser, title)
-            self.pages[key] = browser
-
-
-def load_help(name: str) -> str:
-    p = paths.resource_path("help", f"{name}.html")
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        return f"<p>Help page {p} could not be read: {exc}</p>"
 
 
 class MainWindow(QMainWindow):
@@ -160,7 +73,7 @@ class MainWindow(QMainWindow):
         self.prefs = prefs or StudioPrefs.load()
         self.store: ProjectStore | None = None
         self._engine_spec = EngineSpec()  # GUI-side copy; the engine thread gets its own by a job
-        self._tasks: set[asyncio.Future] = set()
+        self.tasks = Tasks("the main window", expected=(JobFailed, JobCancelled))
         self._shown_once = False
         self._closing = False
         # The factory gets the spec from the engine thread's own copy: no window attribute is
@@ -421,18 +334,9 @@ class MainWindow(QMainWindow):
         self.message_bar.show_info("Settings saved.")
 
     # ------------------------------------------------------------------ projects
-    def spawn(self, coro: Any) -> asyncio.Future:
-        fut = asyncio.ensure_future(coro)
-        self._tasks.add(fut)
-
-        def done(f: asyncio.Future) -> None:
-            self._tasks.discard(f)
-            exc = None if f.cancelled() else f.exception()
-            if exc is not None and not isinstance(exc, (JobFailed, JobCancelled)):
-                error_path.report(exc, "a studio task")
-
-        fut.add_done_callback(done)
-        return fut
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        """Start ``coro`` without awaiting it (kept alive; a failure reaches the message bar)."""
+        return self.tasks.spawn(coro)
 
     async def open_initial(self, project: str | None = None) -> Any:
         """At start: the given project, else the last one, else the sample, else a new one."""
@@ -603,14 +507,6 @@ class MainWindow(QMainWindow):
         for w in (self.help_window, self.settings_dialog):
             if w is not None:
                 w.close()
-        for t in list(self._tasks):
-            t.cancel()
+        self.tasks.cancel_all()
         self._restore_error_hooks()
         super().closeEvent(event)
-
-
-def copy_project_for_screenshots(src: Path, dest_root: Path) -> Path:
-    """A throwaway copy of a project (so screenshots never change the user's files)."""
-    dest = dest_root / src.name
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".lock"))
-    return dest

@@ -43,15 +43,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio import shortcuts
+from studio.models.refinement_model import RefinementModel
+from studio.models.rounds import Comparison, Personalisation, RoundView
+from studio.ui.ambiguity_chart import AmbiguityChart
+from studio.ui.image_view import ImageView
+from studio.ui.job_widget import JobProgress
+from studio.workers.tasks import Tasks
 from tdri_engine import api
 from tdri_engine.events import Error, Question
 from tdri_engine.records import Choice
-
-from . import shortcuts
-from .ambiguity_chart import AmbiguityChart
-from .image_view import ImageView
-from .job_widget import JobProgress
-from .refinement_model import Comparison, Personalisation, RefinementModel, RoundView
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class RefinementView(QWidget):
         self.model = model
         self._show_error = show_error
         self._show_message = show_message
-        self._tasks: set[asyncio.Future] = set()
+        self.tasks = Tasks("the refinement view")
         self._option_buttons: list[QPushButton] = []
         self._build()
         self._bind()
@@ -396,10 +397,12 @@ class RefinementView(QWidget):
         self.right_combo.activated.connect(lambda i: self._pick_from_combo())
         self.strip.itemClicked.connect(self._on_strip_clicked)
         self.switch_button.clicked.connect(self._on_switch)
-        self.scope_combo.activated.connect(lambda i: self.spawn(m.set_scope(self.scope_combo.itemData(i))))
-        self.rollback_button.clicked.connect(lambda: self.spawn(m.rollback()))
-        self.train_button.clicked.connect(lambda: self.spawn(m.train()))
-        self.compare_button.clicked.connect(lambda: self.spawn(m.compare_base_adapted()))
+        self.scope_combo.activated.connect(
+            lambda i: self.tasks.spawn(m.set_scope(self.scope_combo.itemData(i)))
+        )
+        self.rollback_button.clicked.connect(lambda: self.tasks.spawn(m.rollback()))
+        self.train_button.clicked.connect(lambda: self.tasks.spawn(m.train()))
+        self.compare_button.clicked.connect(lambda: self.tasks.spawn(m.compare_base_adapted()))
 
     def _make_shortcuts(self) -> None:
         def bind(name: str, fn: Callable[[], Any]) -> None:
@@ -416,21 +419,6 @@ class RefinementView(QWidget):
         for choice, _text, sc in CHOICES:
             bind(sc, functools.partial(self.choose, choice))
 
-    def spawn(self, coro: Any) -> asyncio.Future:
-        fut = asyncio.ensure_future(coro)
-        self._tasks.add(fut)
-
-        def done(f: asyncio.Future) -> None:
-            self._tasks.discard(f)
-            if not f.cancelled() and f.exception() is not None:
-                log.error("refinement task failed", exc_info=f.exception())
-                self._show_error(
-                    Error("internal", f"Unexpected error: {f.exception()}", "Try again; your work is saved.")
-                )
-
-        fut.add_done_callback(done)
-        return fut
-
     # ------------------------------------------------------------------ actions
     def seed(self) -> int | None:
         v = self.seed_spin.value()
@@ -438,7 +426,7 @@ class RefinementView(QWidget):
 
     def generate(self) -> asyncio.Future:
         text = self.input.toPlainText()
-        return self._sent(text, self.spawn(self.model.generate(text, seed=self.seed())))
+        return self._sent(text, self.tasks.spawn(self.model.generate(text, seed=self.seed())))
 
     def send(self) -> asyncio.Future | None:
         """Generate when there is no round yet; otherwise Refine with an answer or feedback."""
@@ -453,27 +441,27 @@ class RefinementView(QWidget):
         else:
             self._show_message("info", "Type feedback or an answer first (or edit the prompt on the right).")
             return None
-        return self._sent(self.input.toPlainText(), self.spawn(self.model.refine(reply)))
+        return self._sent(self.input.toPlainText(), self.tasks.spawn(self.model.refine(reply)))
 
     def answer(self, option: str) -> asyncio.Future | None:
         q = self.model.pending_question
         if q is None:
             return None
-        return self.spawn(self.model.refine(api.Answer(q.aspect, option)))
+        return self.tasks.spawn(self.model.refine(api.Answer(q.aspect, option)))
 
     def skip(self) -> asyncio.Future | None:
         if self.model.pending_question is None or not self.model.rounds:
             return None
-        return self.spawn(self.model.refine(api.Skip()))
+        return self.tasks.spawn(self.model.refine(api.Skip()))
 
     def use_edited_prompt(self) -> asyncio.Future | None:
         text = self.prompt_edit.toPlainText().strip()
         if not text:
             return None
-        return self.spawn(self.model.refine(api.PromptEdit(text)))
+        return self.tasks.spawn(self.model.refine(api.PromptEdit(text)))
 
     def choose(self, choice: Choice) -> asyncio.Future:
-        return self.spawn(self.model.choose(choice))
+        return self.tasks.spawn(self.model.choose(choice))
 
     def _sent(self, text: str, fut: asyncio.Future) -> asyncio.Future:
         """The typed text moves into the dialogue now; it comes back if the round fails."""
@@ -672,7 +660,7 @@ class RefinementView(QWidget):
         )
 
     def _on_switch(self) -> None:
-        self.spawn(self.model.activate(self.version_combo.currentData() or None))
+        self.tasks.spawn(self.model.activate(self.version_combo.currentData() or None))
 
     def _pick_from_combo(self) -> None:
         left = self._round(self.left_combo.currentData()) if self.left_combo.count() else None

@@ -38,11 +38,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.prefs import StudioPrefs
+from studio.workers import store_io
 from tdri_engine.errors import TdriError
 from tdri_engine.settings import ASPECTS, EngineSettings
-
-from . import store_io
-from .prefs import StudioPrefs
 
 if TYPE_CHECKING:
     from tdri_engine.store import ProjectStore

@@ -1,6 +1,6 @@
 """The engine thread: one long-lived worker owns the engine (and so the models).
 
-The GUI thread never calls the engine. It submits a :class:`~studio.jobs.Job` whose function
+The GUI thread never calls the engine. It submits a :class:`~studio.workers.jobs.Job` whose function
 runs in the worker with a :class:`WorkerContext`; events and results come back by queued
 signals, progress and previews throttled so that a fast denoise loop cannot flood the event
 loop. Every exception inside a job becomes an :class:`~tdri_engine.events.Error` value held by
@@ -24,13 +24,12 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
+from studio.error_path import error_from_exception, report
+from studio.workers.jobs import Job, JobQueue, JobState
 from tdri_engine.api import EngineAPI
 from tdri_engine.errors import Cancelled, TdriError
 from tdri_engine.events import Error, Preview, Progress, TrainingProgress
 from tdri_engine.settings import EngineSettings
-
-from .error_path import error_from_exception, report
-from .jobs import Job, JobQueue, JobState
 
 log = logging.getLogger(__name__)
 

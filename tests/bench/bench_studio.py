@@ -167,8 +167,9 @@ def round_stall(rounds: int, interval_ms: int, fake: bool, stacks: bool = True) 
     from PySide6.QtWidgets import QApplication
 
     from studio.app import make_app
-    from studio.main_window import MainWindow, real_engine_factory
     from studio.prefs import StudioPrefs
+    from studio.ui.main_window import MainWindow
+    from studio.workers.engine_setup import real_engine_factory
     from tdri_engine import api
     from tdri_engine.store import create_project
 

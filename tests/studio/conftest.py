@@ -127,8 +127,8 @@ def new_project(projects_dir: Path) -> Callable[..., Path]:
 @pytest.fixture
 def studio(qtbot: Any, run: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     """Open a MainWindow on a project with a given engine; closes and deletes them all after."""
-    from studio.main_window import MainWindow
     from studio.prefs import StudioPrefs
+    from studio.ui.main_window import MainWindow
 
     windows: list[Any] = []
 

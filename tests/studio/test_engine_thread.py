@@ -8,9 +8,9 @@ import time
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QImage
 
-from studio.engine_bridge import EngineBridge, JobFailed
-from studio.image_view import ImageView
-from studio.jobs import JobState
+from studio.ui.image_view import ImageView
+from studio.workers.engine_bridge import EngineBridge, JobFailed
+from studio.workers.jobs import JobState
 from tdri_engine.errors import OutOfMemory
 from tdri_engine.events import Progress
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fake_engine import FakeEngine, ScriptedRound
 
-from studio.jobs import JobState
+from studio.workers.jobs import JobState
 from tdri_engine.errors import ProjectError
 from tdri_engine.records import DialogueTurn, PreferencePair
 

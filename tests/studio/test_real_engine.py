@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from studio.main_window import real_engine_factory
+from studio.workers.engine_setup import real_engine_factory
 from tdri_engine.records import DialogueTurn, PreferencePair
 from tdri_engine.store import create_project
 

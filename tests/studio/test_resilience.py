@@ -36,7 +36,7 @@ def test_a_failed_save_is_shown_kept_in_memory_and_retried_until_it_lands(
         return real_put_many(records)
 
     monkeypatch.setattr(store, "put_many", flaky_put_many)
-    monkeypatch.setattr("studio.annotation_model.RETRY_SAVE_MS", 50)
+    monkeypatch.setattr("studio.models.annotation_model.RETRY_SAVE_MS", 50)
     model.set_choice("right")  # a click: saved at once... and the disk is full
     assert model.saved_state == "failed"
     assert "Not saved yet" in view.saved_label.text()

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio import shortcuts
-from studio.main_window import load_help
+from studio.ui.dialogs import load_help
 from tdri_engine.store import open_project
 
 INTERACTIVE = (

@@ -1,0 +1,1 @@
+"""The widgets: the main window, the two views, their panels and the dialogs."""
