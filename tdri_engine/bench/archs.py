@@ -13,9 +13,13 @@ the weights, so every model here is the published architecture with seeded rando
 
 The configs are the ``config.json`` files of those repositories, written out here (the fields
 that change the computation; the rest are diffusers' defaults, which equal the published
-values). ``parameter_count`` checks them without allocating (meta device); the test pins the
-published totals. For the round benchmark: Qwen2-VL-2B (the profile's VLM) and CLIP ViT-B/32
-(the profile's scorer), also from their configs, and the OpenPose body network.
+values). ``parameter_count`` counts them without allocating (meta device); checked against the
+published models: SD-1.5 UNet 859,520,964, VAE 83,653,863, CLIP-L text 123,060,480, OpenPose
+ControlNet 361,279,120; SDXL UNet 2,567,463,684, bigG text 694,659,840, SDXL ControlNet (from
+the UNet) 1,251,014,160; Qwen2-VL-2B 2,208,985,600; CLIP ViT-B/32 151,277,313. (Counting on
+the meta device takes about 6 s per architecture on a busy CPU, too slow for the test suite.)
+For the round benchmark: Qwen2-VL-2B (the profile's VLM) and CLIP ViT-B/32 (the profile's
+scorer), also from their configs, and the OpenPose body network.
 
 Scheduler: DDIM (eta 0) with SD's training betas on both architectures, as the project loads
 them (``generator.load_pipeline`` replaces a repository's scheduler by DDIM unless a profile asks
