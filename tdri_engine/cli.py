@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "tdri_engine.optimizer.cli",
     "tdri_engine.store.cli",
     "tdri_engine.bench.cli",
+    "tdri_engine.atelier.cli",
 )
 
 
