@@ -86,3 +86,19 @@ def test_round_benchmark_wraps_calls_that_exist() -> None:
         (ClipScorer, "image_text_with_warnings"),
     ]:
         assert callable(getattr(cls, attr, None)), f"{cls.__name__}.{attr}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["bench", "generate", "--arch", "tiny", "--repeat", "0"], "--repeat must be at least 1"),
+        (["bench", "generate", "--arch", "tiny", "--check-seeds", "1"], "--check-seeds must be at least 2"),
+        (["bench", "round", "--profile", "tiny", "--rounds", "1"], "--rounds must be at least 2"),
+    ],
+)
+def test_bad_benchmark_arguments_exit_1_with_what_to_do_before_building(argv, words, capsys) -> None:
+    from tdri_engine.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert words in err and "what to do:" in err
