@@ -457,11 +457,21 @@ def dpo_objective(
     ae_store: Any = None,
     lambda_ae: float = 0.0,
     with_grad: bool = True,
+    capture_through_backward: bool = False,
 ) -> StepOutput:
     """The full objective on one batch: reference forward (adapter off, no grad), then policy.
 
     ``adapter_owner`` is the module that carries the LoRA (the UNet, or the ControlNet when it is
     the one tuned); under DDP pass the unwrapped module here and the wrapper as ``unet``.
+
+    The Attend-and-Excite term reads the cross-attention of the policy forward itself (one
+    forward serves both terms, so L = L_DPO + lambda * L_AE costs no extra UNet pass). With
+    gradient checkpointing the backward pass recomputes each block, and torch checks that the
+    recomputation saves the same tensors as the forward did; the storing processors take their
+    explicit path only while ``ae_store`` captures. So with ``capture_through_backward`` the
+    capture stays open when this returns and the caller ends it after ``backward()``
+    (``DPOTrainer`` does): forward and recomputation then run the same code. Otherwise the
+    capture ends here, which is right when no backward follows or nothing is checkpointed.
     """
     import torch
 
@@ -475,11 +485,13 @@ def dpo_objective(
     capture = ae_store is not None and lambda_ae > 0 and batch.token_indices
     if capture:
         ae_store.begin(rows=slice(0, len(batch)))  # the winners' maps only
+    ok = False
     try:
         with grad_ctx, ctx:
             model_pred = predict_noise(unet, noisy, t, batch, controlnet=controlnet)
+        ok = True
     finally:
-        if capture:
+        if capture and not (ok and capture_through_backward and with_grad):
             ae_store.end()
     loss, acc, inside = diffusion_dpo_loss(model_pred, ref_pred, target, beta)
     out = StepOutput(loss=loss, dpo_loss=loss, implicit_acc=acc, inside=inside)
@@ -706,12 +718,19 @@ class DPOTrainer:
                     order += torch.randperm(n, generator=order_gen).tolist()
                 idx, order = order[:micro], order[micro:]
                 batch = data.select(idx).to(self.device)
-                out = self._objective(batch, generator=gen)
-                loss = out.loss / cfg.grad_accum
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                try:
+                    # the attention capture stays open until the backward pass has recomputed
+                    # the checkpointed blocks (see ``dpo_objective``)
+                    out = self._objective(batch, generator=gen, capture_through_backward=True)
+                    loss = out.loss / cfg.grad_accum
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                finally:
+                    if self.ae_store is not None:
+                        self.ae_store.end()
+                        self.ae_store.maps = []  # the recomputation stored its maps again
                 step_loss += out.dpo_loss.detach() / cfg.grad_accum
                 step_acc += out.implicit_acc.detach() / cfg.grad_accum
                 if out.ae_loss is not None:
