@@ -130,6 +130,133 @@ class RoleSpec:
         }
 
 
+def _normal_tail(x: float, mean: float, sd: float) -> float:
+    """P(X > x) for X ~ N(mean, sd^2); a step at the mean when sd is 0."""
+    import math
+
+    if sd <= 0:
+        return 1.0 if x < mean else 0.0
+    return 0.5 * math.erfc((x - mean) / (sd * math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The two decision thresholds of a profile's models, and where they come from.
+
+    ``tau``: ask a clarification question when the ambiguity A = sum_i w_i (1 - s_i) passes it
+    (eq. 5, s_i = CLIP(image, caption_i)). ``ae_threshold``: regenerate with Attend-and-Excite
+    when 1 - CLIP(image, prompt) passes it. Both depend on the CLIP model (real CLIP cosines of
+    matching pairs are about 0.2-0.35, a tiny random CLIP's are anything), so each profile
+    carries its own, set by ``tdri models calibrate`` (``calibrated``) or, where the weights
+    are not on this machine, estimated from published CLIP score ranges (``calibrated`` False).
+
+    ``question_rate`` / ``ae_rate`` are the shares of rounds that pass each threshold on the
+    calibration prompts (or the estimate's). ``ambiguity`` and ``misalignment`` are the mean and
+    standard deviation of A and of 1 - CLIP(image, prompt) there; the rate any other threshold
+    implies is read from a normal distribution with those moments (:meth:`question_rate_at`).
+    """
+
+    tau: float
+    ae_threshold: float
+    question_rate: float
+    ae_rate: float
+    ambiguity: tuple[float, float]
+    misalignment: tuple[float, float]
+    calibrated: bool = False
+    source: str = ""
+
+    def question_rate_at(self, tau: float) -> float:
+        """The share of rounds that ask at ``tau`` (the calibrated rate at the profile's own tau)."""
+        if abs(tau - self.tau) < 1e-9:
+            return self.question_rate
+        return _normal_tail(tau, *self.ambiguity)
+
+    def ae_rate_at(self, threshold: float) -> float:
+        if abs(threshold - self.ae_threshold) < 1e-9:
+            return self.ae_rate
+        return _normal_tail(threshold, *self.misalignment)
+
+    @property
+    def status(self) -> str:
+        return "calibrated" if self.calibrated else "estimated, not calibrated on this machine"
+
+    def describe(self, tau: float | None = None) -> str:
+        """One line for people: the tau in force and the question rate it implies."""
+        t = self.tau if tau is None else float(tau)
+        own = "" if tau is None or abs(t - self.tau) < 1e-9 else f" (profile: {self.tau:.3f})"
+        return (
+            f"τ = {t:.3f}{own}: asks in about {100 * self.question_rate_at(t):.0f}% of rounds ({self.status})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tau": self.tau,
+            "ae_threshold": self.ae_threshold,
+            "question_rate": self.question_rate,
+            "ae_rate": self.ae_rate,
+            "ambiguity": list(self.ambiguity),
+            "misalignment": list(self.misalignment),
+            "calibrated": self.calibrated,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> Thresholds:
+        try:
+            t = cls(
+                tau=float(data["tau"]),
+                ae_threshold=float(data["ae_threshold"]),
+                question_rate=float(data["question_rate"]),
+                ae_rate=float(data["ae_rate"]),
+                ambiguity=(float(data["ambiguity"][0]), float(data["ambiguity"][1])),
+                misalignment=(float(data["misalignment"][0]), float(data["misalignment"][1])),
+                calibrated=bool(data.get("calibrated", False)),
+                source=str(data.get("source", "")),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BadInput(
+                f"'thresholds'{where} is incomplete or not numbers ({type(exc).__name__}: {exc}).",
+                "Copy the 'thresholds' object that `tdri models calibrate` writes.",
+            ) from None
+        if not (
+            t.tau >= 0 and 0 <= t.ae_threshold <= 1 and 0 <= t.question_rate <= 1 and 0 <= t.ae_rate <= 1
+        ):
+            raise BadInput(f"'thresholds'{where} has values out of range.", "Rerun `tdri models calibrate`.")
+        return t
+
+
+# Real CLIP ViT-B/32 (the sd15 and sdxl profiles' clip role), estimated from published ranges:
+# generated images score about 0.30-0.35 against their prompt (100x that is torchmetrics'
+# CLIPScore; the paper's table 1 reports 0.338 for TDRI on SD-1.4), and captions that describe one
+# aspect of an image score lower, about 0.20-0.30 (CLIPScore's human-caption pairs: 0.28-0.32).
+# tau: A ~ 1 - mean(s_i) = 0.74 +- 0.025, at the median, so about half the rounds ask (the paper
+# gives no rate; a question asked always or never carries no information). A&E threshold:
+# 1 - CLIP(I, P) ~ 0.69 +- 0.03 (SD-1.5) / 0.67 +- 0.03 (SDXL), at the paper's table 6 usage of
+# about 31%. Replace them by `tdri models calibrate --profile sd15` on a machine with the weights.
+ESTIMATED_THRESHOLDS: dict[str, Thresholds] = {
+    "sd15": Thresholds(0.74, 0.705, 0.5, 0.31, (0.74, 0.025), (0.69, 0.03), False,
+                       "estimated from published CLIP ViT-B/32 score ranges"),
+    "sdxl": Thresholds(0.73, 0.685, 0.5, 0.31, (0.73, 0.025), (0.67, 0.03), False,
+                       "estimated from published CLIP ViT-B/32 score ranges"),
+}  # fmt: skip
+
+# The demo profile's tiny random models, calibrated on this code by
+#   tdri models calibrate --profile demo --out docs/calibration/demo.json
+# (the values below are that file's "thresholds").
+# Random CLIP embeddings are nearly orthogonal (cosines about 0, clipped at 0), so A sits near 1
+# and 1 - CLIP(I, P) spreads over 0.5-1: thresholds no real profile would use.
+DEMO_THRESHOLDS = Thresholds(
+    tau=0.9751,
+    ae_threshold=0.9317,
+    question_rate=0.5,
+    ae_rate=0.2917,
+    ambiguity=(0.9727, 0.0213),
+    misalignment=(0.8409, 0.1439),
+    calibrated=True,
+    source="tdri models calibrate --profile demo (24 prompts)",
+)
+
+
 @dataclass(frozen=True)
 class ModelProfile:
     name: str
@@ -138,6 +265,8 @@ class ModelProfile:
     description: str = ""
     # Upper bounds on settings this profile's models can serve ("width", "height", "steps").
     limits: dict[str, int] = field(default_factory=dict)
+    # tau and the A&E threshold for these models (a custom profile without its own: sd15's estimate)
+    thresholds: Thresholds = field(default_factory=lambda: ESTIMATED_THRESHOLDS["sd15"])
 
     def spec(self, role: str) -> RoleSpec:
         try:
@@ -155,6 +284,7 @@ class ModelProfile:
             "is_demo": self.is_demo,
             "roles": {r: s.to_dict() for r, s in self.roles.items()},
             **({"limits": dict(self.limits)} if self.limits else {}),
+            "thresholds": self.thresholds.to_dict(),
         }
 
 
@@ -198,6 +328,7 @@ def demo_profile() -> ModelProfile:
         is_demo=True,
         description="Tiny models with random weights, built offline: the whole loop runs, the images are noise.",
         limits=dict(DEMO_LIMITS),
+        thresholds=DEMO_THRESHOLDS,
     )
 
 
@@ -211,6 +342,7 @@ def builtin_profiles() -> dict[str, ModelProfile]:
                 ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), "lllyasviel/sd-controlnet-openpose"
             ),
             description="Stable Diffusion 1.5 with the OpenPose ControlNet, Qwen2-VL, CLIP, BLIP and Qwen2.5.",
+            thresholds=ESTIMATED_THRESHOLDS["sd15"],
         ),
         "sdxl": ModelProfile(
             "sdxl",
@@ -218,6 +350,7 @@ def builtin_profiles() -> dict[str, ModelProfile]:
                 ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0"), "thibaud/controlnet-openpose-sdxl-1.0"
             ),
             description="SDXL base 1.0 with the SDXL OpenPose ControlNet; the other roles as in sd15.",
+            thresholds=ESTIMATED_THRESHOLDS["sdxl"],
         ),
     }
 
@@ -235,6 +368,7 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
     roles: dict[str, RoleSpec] = {}
     is_demo = bool(data.get("is_demo", False))
     limits: dict[str, int] = {}
+    thresholds = ESTIMATED_THRESHOLDS["sd15"]
     base_name = data.get("extends")
     if base_name:
         builtins = builtin_profiles()
@@ -246,6 +380,7 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
         roles.update(builtins[base_name].roles)
         is_demo = is_demo or builtins[base_name].is_demo
         limits.update(builtins[base_name].limits)
+        thresholds = builtins[base_name].thresholds
     raw_roles = data.get("roles", {})
     if not isinstance(raw_roles, dict):
         raise BadInput(
@@ -289,12 +424,15 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
             f"'limits'{where} must map width/height/steps to positive whole numbers.", "Fix the profile JSON."
         )
     limits.update(raw_limits)
+    if data.get("thresholds") is not None:
+        thresholds = Thresholds.from_dict(data["thresholds"], where)
     return ModelProfile(
         name or str(data.get("name") or "custom"),
         roles,
         is_demo=is_demo,
         description=str(data.get("description", "")),
         limits=limits,
+        thresholds=thresholds,
     )
 
 

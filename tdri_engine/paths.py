@@ -15,13 +15,32 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def resources_dir() -> Path:
+    """The resources folder: ``TDRI_RESOURCES``, else the frozen app's, else the source tree's,
+    else the installed package ``tdri_resources`` (a wheel maps ``resources/`` to it)."""
     env = os.environ.get("TDRI_RESOURCES")
     if env:
         return Path(env)
     frozen = getattr(sys, "_MEIPASS", None)  # PyInstaller bundle
     if frozen:
         return Path(frozen) / "resources"
-    return _REPO_ROOT / "resources"
+    source = _REPO_ROOT / "resources"
+    if source.is_dir():  # a checkout, or an editable install of one
+        return source
+    return _installed_resources() or source
+
+
+def _installed_resources() -> Path | None:
+    """``tdri_resources`` as a folder on disk (a wheel installs it as plain files).
+
+    It is a data-only package (no ``__init__.py``, so ``resources/`` holds nothing but the
+    product's files): found through the import system's spec, whose search location is the folder.
+    """
+    from importlib.util import find_spec
+
+    spec = find_spec("tdri_resources")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    folder = Path(locations[0]) if locations else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def resource_path(*parts: str) -> Path:
