@@ -2,6 +2,7 @@
 
     tdri models demo [--dest DIR] [--force]
     tdri models check [--profile NAME]
+    tdri models calibrate [--profile NAME] [--prompts FILE] [--target-rate R] [--out FILE] [--save]
 
 ``check`` prints one row per role (kind, source, found or missing, where it looked, how to
 fix) and exits 0 only when every required role is found.
@@ -40,6 +41,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--profile", default="sd15", help="profile name or profile JSON path (default: sd15)")
     check.set_defaults(func=_check)
+    cal = sub.add_parser(
+        "calibrate",
+        help="set a profile's tau and A&E threshold from its own models' scores over a prompt set",
+        description="Generate one image per prompt on the profile's models, score the ambiguity A "
+        "(eq. 5, s_i = CLIP(image, caption_i)) and 1 - CLIP(image, prompt), and print the tau and "
+        "A&E threshold that give the target rates, with the rates the current values imply.",
+    )
+    cal.add_argument("--profile", default="demo", help="profile name or profile JSON path (default: demo)")
+    cal.add_argument(
+        "--prompts", type=Path, default=None, help="text file, one prompt per line (default: built-in set)"
+    )
+    cal.add_argument(
+        "--target-rate", type=float, default=None, help="share of rounds that should ask (default 0.5)"
+    )
+    cal.add_argument(
+        "--ae-target-rate",
+        type=float,
+        default=None,
+        help="share of rounds that should use Attend-and-Excite (default 0.31, the paper's table 6)",
+    )
+    cal.add_argument("--seed", type=int, default=0, help="seed of the first prompt's image (default 0)")
+    cal.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file to write (default: <TDRI_HOME>/calibration/<profile>.json)",
+    )
+    cal.add_argument(
+        "--save",
+        action="store_true",
+        help="also store the thresholds in the user profile <TDRI_HOME>/profiles/<profile>.json",
+    )
+    cal.set_defaults(func=_calibrate)
     parser.set_defaults(func=lambda args: _help(parser))
 
 
@@ -92,4 +126,42 @@ def _check(args: argparse.Namespace) -> int:
         print(f"Missing required roles: {', '.join(missing)}.", file=sys.stderr)
         return 1
     print("All required models were found.")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from . import calibration, paths
+    from .errors import BadInput
+    from .models import load_profile, save_profile
+    from .session import Engine
+
+    profile = load_profile(args.profile)
+    prompts = calibration.read_prompts(args.prompts) if args.prompts else list(calibration.BUILTIN_PROMPTS)
+    target = calibration.DEFAULT_QUESTION_RATE if args.target_rate is None else args.target_rate
+    ae_target = calibration.DEFAULT_AE_RATE if args.ae_target_rate is None else args.ae_target_rate
+    if args.save and profile.is_demo:
+        raise BadInput(
+            "The demo profile's thresholds are built in; --save is for real profiles.",
+            "Leave out --save (the JSON is written), or calibrate a real profile.",
+        )
+    print(f"Calibrating '{profile.name}' on {len(prompts)} prompts ...", file=sys.stderr)
+    start = time.monotonic()
+    result = calibration.calibrate(
+        Engine(profile),
+        prompts,
+        target_rate=target,
+        ae_target_rate=ae_target,
+        seed=args.seed,
+        on_progress=lambda i, n, msg: print(f"  [{i}/{n}] {msg}", file=sys.stderr),
+    )
+    for line in result.summary_lines():
+        print(line)
+    out = args.out or paths.tdri_home() / "calibration" / f"{profile.name}.json"
+    calibration.write_result(result, out)
+    print(f"Wrote {out} in {time.monotonic() - start:.0f} s.", file=sys.stderr)
+    if args.save:
+        saved = save_profile(dataclasses.replace(profile, thresholds=result.thresholds()))
+        print(f"Stored tau {result.tau:.4f} and A&E threshold {result.ae_threshold:.4f} in {saved}.")
     return 0

@@ -2,20 +2,21 @@
 
 1. A vision-language model captions the image on the seven aspects (``settings.ASPECTS``), one
    instruction per aspect from ``resources/templates/vlm_aspects.json`` (eq. 4: F = V(I)).
-2. Each aspect gets a similarity ``s_i`` in [0, 1] (eq. 5's sim(p_i, f_i)). The prompt is
-   decomposed into aspect components p_i by the structured summarizer's keyword parser; f_i is
-   the caption of aspect i. With CLIP scores on the 0-1 scale (``metrics``)::
+2. Each aspect gets a similarity ``s_i`` (eq. 5's sim): the CLIP score of the image against
+   the aspect's caption, as the paper's section 4.3 does ("We compare the CLIP similarity
+   scores between the current generated image and each caption")::
 
-       g_i = CLIP(image, f_i)          the caption is grounded in the image (paper 4.3)
-       m_i = CLIP_text(p_i, f_i)       the image shows what the prompt asked for (eq. 5)
-           = 0 when the prompt does not mention aspect i: an unstated aspect is exactly
-             the ambiguity the paper asks about
-       s_i = (1 - lam) * g_i + lam * m_i,      lam = PROMPT_WEIGHT = 0.5
+       s_i = CLIP(image, f_i)      cosine of the L2-normalised embeddings, clipped at 0 (metrics)
 
-   An empty caption (the VLM said nothing about the aspect) gives g_i = m_i = 0.
-   :func:`aspect_scores` is this formula alone, for tests and for other scorers.
+   An empty caption (the VLM said nothing about the aspect) gives s_i = 0. The prompt does not
+   enter s_i; it names the subject of the question and its one-click options. Real CLIP gives
+   matching image-caption pairs cosines of about 0.2-0.35, never near 1, so A sits near
+   1 - mean(s_i) (about 0.7 with weights summing to 1) and moves by a few hundredths between
+   images: tau is therefore a property of the profile's models, calibrated by
+   ``tdri models calibrate`` (``tdri_engine.calibration``), not a guess.
 3. Ambiguity A = sum_i w_i (1 - s_i) (eq. 5) with ``settings.aspect_weights`` (an aspect without
-   a weight counts 0). If A > ``settings.tau`` one clarification question is asked about an
+   a weight counts 0). If A > tau (``settings.tau``; when unset, the profile's calibrated value
+   filled in by the session, else :data:`FALLBACK_TAU`) one clarification question is asked about an
    aspect drawn at random (seeded) among the three lowest-scoring aspects with a weight above
    zero (paper 4.3); otherwise none. The question comes from the per-aspect templates in
    ``questions.json`` (with one-click options) or, with ``settings.questioner == "llm"``, from the
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 
     from .settings import EngineSettings
 
-PROMPT_WEIGHT = 0.5  # lam: share of the prompt-vs-caption term in s_i
+# tau when neither the settings nor a profile give one: the estimate for real CLIP ViT-B/32
+# (see models.ESTIMATED_THRESHOLDS); a session always passes its profile's value.
+FALLBACK_TAU = 0.74
 CAPTION_MAX_CHARS = 300
 
 
@@ -159,18 +162,12 @@ def load_captioner(path: Path, spec: Any, device: torch.device, dtype: torch.dty
 # --------------------------------------------------------------------------------------------
 
 
-def aspect_scores(
-    image_sims: Mapping[str, float],
-    prompt_sims: Mapping[str, float | None],
-    prompt_weight: float = PROMPT_WEIGHT,
-) -> dict[str, float]:
-    """s_i = (1 - lam) g_i + lam m_i, with m_i = 0 where the prompt is silent (None)."""
-    if not 0.0 <= prompt_weight <= 1.0:
-        raise BadInput("prompt_weight must be in [0, 1].", "Use a share between 0 and 1.")
+def aspect_scores(captions: Mapping[str, str], image_sims: Mapping[str, float]) -> dict[str, float]:
+    """s_i = CLIP(image, caption_i) for every aspect, in the paper's order; 0 where the caption
+    is empty (nothing seen, so nothing confirmed). Scores are clipped into [0, 1]."""
     out = {}
-    for aspect, g in image_sims.items():
-        m = prompt_sims.get(aspect)
-        s = (1.0 - prompt_weight) * float(g) + prompt_weight * (0.0 if m is None else float(m))
+    for aspect in ASPECTS:
+        s = float(image_sims.get(aspect, 0.0)) if (captions.get(aspect) or "").strip() else 0.0
         out[aspect] = min(1.0, max(0.0, s))
     return out
 
@@ -240,31 +237,28 @@ class Reflector:
         return dict(zip(ASPECTS, (t.strip() for t in texts), strict=True))
 
     def similarities(
-        self, image: Any, prompt: str, captions: Mapping[str, str]
-    ) -> tuple[dict[str, float], dict[str, float | None], tuple[str, ...]]:
-        """Step 2's inputs: g_i (image vs caption) and m_i (prompt component vs caption)."""
-        components = self.parser.components(prompt)
-        said = [a for a in ASPECTS if captions.get(a)]
-        image_sims = {a: 0.0 for a in ASPECTS}
-        prompt_sims: dict[str, float | None] = {a: None for a in ASPECTS}
-        warnings: list[str] = []
+        self, image: Any, captions: Mapping[str, str]
+    ) -> tuple[dict[str, float], tuple[str, ...]]:
+        """Step 2: s_i = CLIP(image, caption_i), one batched CLIP call; 0 for an empty caption."""
+        said = [a for a in ASPECTS if (captions.get(a) or "").strip()]
+        sims: dict[str, float] = {}
+        warnings: tuple[str, ...] = ()
         if said:
             texts = [captions[a] for a in said]
             with_warnings = getattr(self.clip, "image_text_with_warnings", None)
             if with_warnings is not None:
-                scores, warns = with_warnings(image, texts)
+                scores, warnings = with_warnings(image, texts)
             else:  # any scorer with image_text(image, texts)
-                scores, warns = self.clip.image_text(image, texts), getattr(self.clip, "last_warnings", ())
-            image_sims.update(zip(said, scores, strict=True))
-            warnings.extend(warns)
-        for a in said:
-            if components.get(a):
-                prompt_sims[a] = self.clip.text_text(components[a], captions[a])
-                warnings.extend(getattr(self.clip, "last_warnings", ()))
-        for a in ASPECTS:
-            if not captions.get(a) and components.get(a):
-                prompt_sims[a] = 0.0  # asked for, but the VLM saw nothing of it
-        return image_sims, prompt_sims, tuple(dict.fromkeys(warnings))
+                scores = self.clip.image_text(image, texts)
+                warnings = tuple(getattr(self.clip, "last_warnings", ()) or ())
+            sims.update(zip(said, (float(v) for v in scores), strict=True))
+        return aspect_scores(captions, sims), tuple(dict.fromkeys(warnings))
+
+    @property
+    def tau(self) -> float:
+        """The ambiguity threshold in force: the settings' (the session fills in the profile's)."""
+        tau = getattr(self.settings, "tau", None)
+        return FALLBACK_TAU if tau is None else float(tau)
 
     def reflect(
         self, image: Any, prompt: str, *, cancel: events.CancelToken | None = None
@@ -274,18 +268,21 @@ class Reflector:
         captions = self.captions(image, cancel=cancel)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        image_sims, prompt_sims, warnings = self.similarities(image, prompt, captions)
-        scores = aspect_scores(image_sims, prompt_sims)
+        scores, warnings = self.similarities(image, captions)
         weights = self.settings.aspect_weights
         a_score = ambiguity(scores, weights)
-        asks = a_score > self.settings.tau
+        tau = self.tau
+        asks = a_score > tau
         reflection = events.Reflection(
-            captions=captions, scores=scores, ambiguity=a_score, threshold=self.settings.tau, asks=asks
+            captions=captions, scores=scores, ambiguity=a_score, threshold=tau, asks=asks
         )
         if not asks:
             return ReflectionResult(reflection, None, warnings)
         weighted = {a: s for a, s in scores.items() if weights.get(a, 0.0) > 0} or scores
-        aspect = choose_aspect(weighted, self.rng)
+        if getattr(self.settings, "question_aspect", "lowest3") == "random":
+            aspect = self.rng.choice(sorted(weighted, key=ASPECTS.index))  # FR off: any weighted aspect
+        else:
+            aspect = choose_aspect(weighted, self.rng)
         if cancel is not None:
             cancel.raise_if_cancelled()
         question, q_warnings = self.question(aspect, prompt, captions, scores, a_score)
@@ -372,7 +369,7 @@ def make_reflector(settings: EngineSettings, registry: Any, seed: int | None = N
 
 __all__ = [
     "Captioner",
-    "PROMPT_WEIGHT",
+    "FALLBACK_TAU",
     "ReflectionResult",
     "Reflector",
     "ambiguity",

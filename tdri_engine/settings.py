@@ -54,15 +54,28 @@ class EngineSettings:
     beta: float = field(default=0.5, metadata={"help": "weight of the latest user input (eq. 2)"})
     summarizer: str = field(default="structured", metadata={"help": "'structured' or 'llm'"})
     # FR
-    tau: float = field(default=0.35, metadata={"help": "ambiguity threshold: ask when A > tau"})
+    tau: float | None = field(
+        default=None,
+        metadata={"help": "ambiguity threshold: ask when A > tau; empty: the model profile's calibrated tau"},
+    )
     aspect_weights: dict[str, float] = field(
         default_factory=_default_weights, metadata={"help": "w_i per aspect"}
     )
     questioner: str = field(default="template", metadata={"help": "'template' or 'llm'"})
+    question_aspect: str = field(
+        default="lowest3",
+        metadata={
+            "help": "aspect of a question: 'lowest3' (FR: one of the three lowest-scoring) or 'random' "
+            "(any weighted aspect; the FR-off ablation of `tdri eval`)"
+        },
+    )
     # AO
     update_every: int = field(default=40, metadata={"help": "DPO update after this many new choices"})
-    ae_threshold: float = field(
-        default=0.70, metadata={"help": "Attend-and-Excite when 1 - sim(I, P) passes this"}
+    ae_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Attend-and-Excite when 1 - sim(I, P) passes this; empty: the model profile's calibrated value"
+        },
     )
     use_attend_excite: bool = field(default=True, metadata={"help": "rescue neglected subjects"})
     # runtime
@@ -91,11 +104,17 @@ class EngineSettings:
             problems.append("summarizer must be 'structured' or 'llm'")
         if self.questioner not in ("template", "llm"):
             problems.append("questioner must be 'template' or 'llm'")
+        if self.question_aspect not in ("lowest3", "random"):
+            problems.append("question_aspect must be 'lowest3' or 'random'")
         unknown = set(self.aspect_weights) - set(ASPECTS)
         if unknown:
             problems.append(f"unknown aspects in aspect_weights: {sorted(unknown)}")
         if any(w < 0 for w in self.aspect_weights.values()):
             problems.append("aspect weights must be >= 0")
+        if self.tau is not None and not 0.0 <= self.tau:
+            problems.append("tau must be >= 0 (or empty for the profile's)")
+        if self.ae_threshold is not None and not 0.0 <= self.ae_threshold <= 1.0:
+            problems.append("ae_threshold must be in [0, 1] (or empty for the profile's)")
         if self.update_every < 2:
             problems.append("update_every must be at least 2")
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):

@@ -276,6 +276,10 @@ class SettingsDialog(QDialog):
         f = self._form_tab("dialogueTab", "Dialogue")
         self.tau_spin = self._optional_dspin("tau", 0.0, 1.0, 0.01)
         self._row(f, "Ambiguity threshold τ:", self.tau_spin, "tau")
+        self.tau_rate_label = QLabel("")  # the tau in force and the question rate it implies
+        self.tau_rate_label.setObjectName("tauRateLabel")
+        f.addRow("", self.tau_rate_label)
+        self.tau_spin.valueChanged.connect(lambda _v: self._show_tau_rate())
         self.weight_spins: dict[str, QDoubleSpinBox] = {}
         for a in ASPECTS:
             s = self._dspin(f"weight_{a}", 0.0, 1.0, 0.01, 3)
@@ -375,6 +379,20 @@ class SettingsDialog(QDialog):
             self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
         self.profile_combo.setCurrentIndex(max(0, self.profile_combo.findData(current)))
         self.profile_combo.blockSignals(False)
+        self.profile_combo.currentIndexChanged.connect(lambda _i: self._show_tau_rate())
+        self._show_tau_rate()
+
+    def _show_tau_rate(self) -> None:
+        """The profile's calibration (tdri_engine.models.Thresholds): tau and its question rate."""
+        from tdri_engine import models
+
+        combo = getattr(self, "profile_combo", None)
+        try:
+            thresholds = models.load_profile((combo.currentData() if combo else None) or "demo").thresholds
+        except TdriError:
+            self.tau_rate_label.setText("")
+            return
+        self.tau_rate_label.setText(thresholds.describe(self._optional(self.tau_spin)))
 
     def collect(self) -> EngineSettings:
         """The engine settings as edited; raises BadInput when a value is invalid."""

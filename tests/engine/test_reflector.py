@@ -12,7 +12,6 @@ from tdri_engine.errors import Cancelled
 from tdri_engine.events import CancelToken, Question, Reflection
 from tdri_engine.models import ModelProfile, ModelRegistry, RoleSpec
 from tdri_engine.reflector import (
-    PROMPT_WEIGHT,
     Reflector,
     ambiguity,
     aspect_scores,
@@ -21,7 +20,7 @@ from tdri_engine.reflector import (
     make_reflector,
 )
 from tdri_engine.settings import ASPECTS, EngineSettings
-from tdri_engine.summarizer import PromptParser, default_templates
+from tdri_engine.summarizer import default_templates
 
 IMAGE = Image.fromarray((np.random.RandomState(11).rand(96, 80, 3) * 255).astype("uint8"))
 
@@ -54,15 +53,13 @@ def test_ambiguity_is_the_weighted_sum_of_one_minus_similarity() -> None:
     assert ambiguity({a: 1.0 for a in ASPECTS}, weights) == 0.0
 
 
-def test_aspect_score_mixes_image_and_prompt_similarity() -> None:
-    g = {"Content": 0.30, "Color": 0.20, "Style": 0.25}
-    m = {"Content": 0.80, "Color": None, "Style": 0.60}  # the prompt says nothing about colour
-    s = aspect_scores(g, m)
-    assert PROMPT_WEIGHT == 0.5
-    assert s["Content"] == pytest.approx(0.5 * 0.30 + 0.5 * 0.80)
-    assert s["Color"] == pytest.approx(0.5 * 0.20)  # an unstated aspect scores low: worth asking
-    assert s["Style"] == pytest.approx(0.5 * 0.25 + 0.5 * 0.60)
-    assert aspect_scores(g, m, prompt_weight=0.0) == pytest.approx(g)
+def test_an_aspect_score_is_the_image_caption_cosine_and_zero_without_a_caption() -> None:
+    captions = {a: f"about {a}" for a in ASPECTS} | {"Size": "  "}
+    sims = {a: 0.27 for a in ASPECTS} | {"Size": 0.9, "Color": -0.1, "Style": 1.2}
+    s = aspect_scores(captions, sims)
+    assert list(s) == list(ASPECTS)
+    assert s["Content"] == 0.27 and s["Size"] == 0.0  # nothing said: nothing confirmed
+    assert s["Color"] == 0.0 and s["Style"] == 1.0  # clipped into [0, 1]
 
 
 def test_the_question_targets_one_of_the_three_lowest_aspects() -> None:
@@ -101,52 +98,56 @@ class FixedCaptioner:
 
 
 class ControlledClip:
-    """Similarities chosen by the test: g by caption, m by (component, caption)."""
+    """Image-caption cosines chosen by the test, keyed by caption. It has no text-text score:
+    the Reflector must not compare the prompt with the captions (section 4.3)."""
 
-    def __init__(self, g: dict[str, float], m: dict[str, float]):
-        self.g, self.m, self.last_warnings = g, m, ()
+    def __init__(self, g: dict[str, float]):
+        self.g, self.last_warnings = g, ()
 
     def image_text(self, image, texts):
         return [self.g[t] for t in texts]
-
-    def text_text(self, a, b):
-        return self.m[b]
 
 
 CAPTIONS = {a: f"caption about {a.lower()}" for a in ASPECTS}
 
 
-def reflector_with(g_values: dict[str, float], m_values: dict[str, float], **settings) -> Reflector:
+def reflector_with(g_values: dict[str, float], **settings) -> Reflector:
     g = {CAPTIONS[a]: v for a, v in g_values.items()}
-    m = {CAPTIONS[a]: v for a, v in m_values.items()}
-    return Reflector(FixedCaptioner(CAPTIONS), ControlledClip(g, m), EngineSettings(**settings), rng_seed=5)
+    return Reflector(FixedCaptioner(CAPTIONS), ControlledClip(g), EngineSettings(**settings), rng_seed=5)
 
 
-def test_no_question_when_the_image_is_clear_enough() -> None:
-    r = reflector_with({a: 0.9 for a in ASPECTS}, {a: 0.9 for a in ASPECTS}, tau=0.35)
-    prompt = "a long red silk dress, on a beach, watercolor, top view"  # states every aspect
-    result = r.reflect(IMAGE, prompt)
-    assert result.question is None
-    assert result.reflection.scores == pytest.approx({a: 0.9 for a in ASPECTS})
-    assert result.reflection.ambiguity == pytest.approx(0.1) and not result.reflection.asks
-    # the same similarities, a stricter threshold: now it asks
-    assert (
-        reflector_with({a: 0.9 for a in ASPECTS}, {a: 0.9 for a in ASPECTS}, tau=0.05)
-        .reflect(IMAGE, prompt)
-        .question
-    )
+# Cosines of real CLIP ViT-B/32 between an image and captions of it (matching pairs score about
+# 0.2-0.35) and between an image and captions that miss it (about 0.1-0.2).
+MATCHING = {"Content": 0.33, "Style": 0.27, "Background": 0.30, "Size": 0.26, "Color": 0.29,
+            "Perspective": 0.24, "Others": 0.28}  # fmt: skip
+MISSING = {"Content": 0.19, "Style": 0.15, "Background": 0.17, "Size": 0.14, "Color": 0.16,
+           "Perspective": 0.12, "Others": 0.15}  # fmt: skip
 
 
-def test_unstated_aspects_are_the_ones_asked_about() -> None:
-    # every caption fits the image equally; the prompt names only the subject and its colour
-    r = reflector_with({a: 0.6 for a in ASPECTS}, {a: 0.9 for a in ASPECTS}, tau=0.2)
+def test_no_question_when_the_captions_match_the_image_as_real_clip_scores_them() -> None:
+    from tdri_engine.models import load_profile
+
+    tau = load_profile("sd15").thresholds.tau  # estimated for real CLIP ViT-B/32
+    prompt = "a long red silk dress, on a beach, watercolor, top view"
+    clear = reflector_with(MATCHING, tau=tau).reflect(IMAGE, prompt)
+    assert clear.question is None and not clear.reflection.asks
+    assert clear.reflection.ambiguity == pytest.approx(1 - sum(MATCHING.values()) / 7)  # 0.7186
+    assert clear.reflection.ambiguity < tau
+    vague = reflector_with(MISSING, tau=tau).reflect(IMAGE, prompt)
+    assert vague.reflection.ambiguity == pytest.approx(1 - sum(MISSING.values()) / 7)  # 0.8457
+    assert vague.reflection.asks and vague.question is not None
+    assert vague.question.aspect in ("Perspective", "Size", "Style", "Others")  # the lowest three, tied
+
+
+def test_the_least_confirmed_aspects_are_the_ones_asked_about() -> None:
+    g = dict(MATCHING) | {"Background": 0.11}
+    r = reflector_with(g, tau=0.5)
     result = r.reflect(IMAGE, "a red dress")
     s = result.reflection.scores
-    assert s["Content"] == pytest.approx(0.75) and s["Color"] == pytest.approx(0.75)
-    assert all(s[a] == pytest.approx(0.3) for a in ("Style", "Background", "Size", "Perspective", "Others"))
+    assert s == pytest.approx(g)
     assert result.reflection.ambiguity == pytest.approx(ambiguity(s, EngineSettings().aspect_weights))
     q = result.question
-    assert isinstance(q, Question) and q.aspect in lowest_aspects(s)
+    assert isinstance(q, Question) and q.aspect in lowest_aspects(s) == ["Background", "Perspective", "Size"]
     assert q.scores == s and q.ambiguity == result.reflection.ambiguity
     assert "the dress" in q.text
 
@@ -161,13 +162,12 @@ def test_questions_over_many_seeds_stay_among_the_three_lowest() -> None:
         "Perspective": 0.85,
         "Others": 0.3,
     }
-    m = {a: 0.9 for a in ASPECTS}
     prompt = "a long red silk dress, on a beach, watercolor, top view"
     asked = set()
     for seed in range(60):
         r = Reflector(
             FixedCaptioner(CAPTIONS),
-            ControlledClip({CAPTIONS[a]: v for a, v in g.items()}, {CAPTIONS[a]: v for a, v in m.items()}),
+            ControlledClip({CAPTIONS[a]: v for a, v in g.items()}),
             EngineSettings(tau=0.1),
             rng_seed=seed,
         )
@@ -178,13 +178,13 @@ def test_questions_over_many_seeds_stay_among_the_three_lowest() -> None:
 def test_aspects_weighted_zero_are_never_asked_about() -> None:
     weights = {a: (0.0 if a == "Color" else 1 / 6) for a in ASPECTS}
     g = {a: (0.0 if a == "Color" else 0.5) for a in ASPECTS}
-    r = reflector_with(g, {a: 0.5 for a in ASPECTS}, tau=0.0, aspect_weights=weights)
+    r = reflector_with(g, tau=0.0, aspect_weights=weights)
     for _ in range(30):
         assert r.reflect(IMAGE, "a dress").question.aspect != "Color"
 
 
 def test_template_questions_offer_one_click_answers_not_already_in_the_prompt() -> None:
-    r = reflector_with({a: 0.5 for a in ASPECTS}, {a: 0.5 for a in ASPECTS})
+    r = reflector_with({a: 0.5 for a in ASPECTS})
     q, warnings = r.question("Color", "a red dress", CAPTIONS, {a: 0.5 for a in ASPECTS}, 0.5)
     assert warnings == () and q.aspect == "Color" and "the dress" in q.text and q.text.endswith("?")
     assert "navy" in q.options and "red" not in q.options and len(q.options) <= 6
@@ -207,7 +207,7 @@ class ScriptedChat:
 
 def test_the_llm_questioner_writes_the_question_when_its_reply_is_usable() -> None:
     chat = ScriptedChat("Question: Which colour would you like the dress to be?")
-    r = reflector_with({a: 0.2 for a in ASPECTS}, {a: 0.2 for a in ASPECTS}, questioner="llm")
+    r = reflector_with({a: 0.2 for a in ASPECTS}, tau=0.5, questioner="llm")
     r.questioner = chat
     result = r.reflect(IMAGE, "a dress")
     assert result.question.text == "Which colour would you like the dress to be?"
@@ -217,7 +217,7 @@ def test_the_llm_questioner_writes_the_question_when_its_reply_is_usable() -> No
 
 @pytest.mark.parametrize("reply", ["", "The dress is nice.", "?????", "ingtheself def retur?"])
 def test_an_unusable_llm_question_falls_back_to_the_template_with_a_warning(reply: str) -> None:
-    r = reflector_with({a: 0.2 for a in ASPECTS}, {a: 0.2 for a in ASPECTS}, questioner="llm")
+    r = reflector_with({a: 0.2 for a in ASPECTS}, tau=0.5, questioner="llm")
     r.questioner = ScriptedChat(reply)
     result = r.reflect(IMAGE, "a dress")
     templates = default_templates().questions["aspects"][result.question.aspect]["templates"]
@@ -250,16 +250,13 @@ def test_reflector_end_to_end_on_tiny_models(tiny_language) -> None:
     assert isinstance(refl, Reflection) and list(refl.scores) == list(ASPECTS)
     assert all(0.0 <= s <= 1.0 for s in refl.scores.values())
     assert refl.ambiguity == pytest.approx(ambiguity(refl.scores, settings.aspect_weights))
-    assert refl.threshold == settings.tau and refl.asks == (refl.ambiguity > settings.tau)
+    assert refl.threshold == r.tau and refl.asks == (refl.ambiguity > r.tau)
     assert (result.question is not None) == refl.asks
-    # s_i recomputed by hand from the same CLIP, captions and prompt components
+    # s_i recomputed by hand: the same CLIP, the image against each caption, one at a time
     clip = tiny_language.clip
-    components = PromptParser(default_templates().keywords).components(prompt)
-    assert {a for a, c in components.items() if c} == {"Content", "Color", "Others", "Background"}
     for aspect in ASPECTS:
         g = clip.image_text(IMAGE, [refl.captions[aspect]])[0]
-        m = clip.text_text(components[aspect], refl.captions[aspect]) if components[aspect] else 0.0
-        assert refl.scores[aspect] == pytest.approx(0.5 * g + 0.5 * m, abs=1e-5)
+        assert refl.scores[aspect] == pytest.approx(g, abs=1e-5)
     if result.question is not None:
         assert result.question.aspect in lowest_aspects(refl.scores)
     # same seed, same image: the same reflection and question
@@ -301,3 +298,34 @@ def test_make_reflector_takes_its_models_from_the_registry(language_models) -> N
     assert len(result.reflection.scores) == 7
     r_llm = make_reflector(EngineSettings(questioner="llm"), registry, seed=3)
     assert r_llm.questioner is registry.get("llm")
+
+
+def test_the_reflectors_ambiguity_is_the_papers_formula_on_hand_computed_values() -> None:
+    """Section 4.3: s_i = CLIP(image, caption_i), A = sum_i w_i (1 - s_i). The prompt does not
+    enter s_i (it names the subject of the question only). Cosines as real CLIP gives them."""
+    cosines = {
+        "Content": 0.31,
+        "Style": 0.24,
+        "Background": 0.28,
+        "Size": 0.22,
+        "Color": 0.27,
+        "Perspective": 0.19,
+        "Others": 0.25,
+    }
+    weights = {
+        "Content": 0.25,
+        "Style": 0.15,
+        "Background": 0.15,
+        "Size": 0.10,
+        "Color": 0.15,
+        "Perspective": 0.10,
+        "Others": 0.10,
+    }
+    # by hand: 0.25*0.69 + 0.15*0.76 + 0.15*0.72 + 0.10*0.78 + 0.15*0.73 + 0.10*0.81 + 0.10*0.75
+    expected = 0.1725 + 0.114 + 0.108 + 0.078 + 0.1095 + 0.081 + 0.075
+    assert expected == pytest.approx(0.738)
+    for prompt in ("a red silk dress, on a beach, watercolor, top view", "a dress", ""):
+        r = reflector_with(cosines, tau=0.5, aspect_weights=weights)
+        refl = r.reflect(IMAGE, prompt).reflection
+        assert refl.scores == pytest.approx(cosines)  # the same whatever the prompt states
+        assert refl.ambiguity == pytest.approx(0.738)

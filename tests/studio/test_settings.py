@@ -31,8 +31,11 @@ def test_settings_show_the_models_check_and_persist_engine_settings_and_preferen
     assert "missing" in dlg.models_summary.text()
     assert "tdri models demo" in dlg.models_table.item(0, 4).text()
 
+    # the profile's calibrated tau and the question rate it implies (docs/calibration/demo.json)
+    assert dlg.tau_rate_label.text() == "τ = 0.975: asks in about 50% of rounds (calibrated)"
     dlg.steps_spin.setValue(12)
     dlg.tau_spin.setValue(0.42)
+    assert "τ = 0.420 (profile: 0.975): asks in about 100% of rounds" in dlg.tau_rate_label.text()
     dlg.weight_spins["Color"].setValue(0.3)
     dlg.update_every_spin.setValue(10)
     dlg.device_combo.setCurrentText("cpu")
