@@ -67,6 +67,7 @@ from studio import shortcuts
 from studio.models.annotation_model import FILTERS, AnnotationModel
 from studio.models.tags import available_sets
 from studio.ui.image_view import ImageView
+from studio.ui.plain_label import PlainLabel
 from studio.workers import store_io
 from studio.workers.images import read_image
 from studio.workers.tasks import Tasks
@@ -204,7 +205,7 @@ class ImagePane(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
-        self.header = QLabel(side.title())
+        self.header = PlainLabel(side.title())
         self.header.setObjectName(f"{side}ImageHeader")
         self.header.setProperty("role", "paneHeader")
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -219,7 +220,7 @@ class ImagePane(QFrame):
         )
         self.description.setFixedHeight(78)
         layout.addWidget(self.description)
-        self.tags_label = QLabel("No tags")
+        self.tags_label = PlainLabel("No tags")
         self.tags_label.setObjectName(f"{side}Tags")
         self.tags_label.setAccessibleName(f"Tags of the {side} image")
         self.tags_label.setProperty("role", "tagLine")
@@ -320,7 +321,7 @@ class AnnotationView(QWidget):
         left.setObjectName("taskPanel")
         lv = QVBoxLayout(left)
         lv.setContentsMargins(8, 8, 4, 8)
-        title = QLabel("Tasks")
+        title = PlainLabel("Tasks")
         title.setProperty("role", "sectionTitle")
         lv.addWidget(title)
         self.filter_combo = QComboBox()
@@ -329,7 +330,7 @@ class AnnotationView(QWidget):
         for f in FILTERS:
             self.filter_combo.addItem(FILTER_LABELS[f], f)
         lv.addWidget(self.filter_combo)
-        self.progress_label = QLabel("0 of 0 done")
+        self.progress_label = PlainLabel("0 of 0 done")
         self.progress_label.setObjectName("taskProgressLabel")
         self.progress_label.setAccessibleName("Progress")
         lv.addWidget(self.progress_label)
@@ -357,7 +358,7 @@ class AnnotationView(QWidget):
         cv = QVBoxLayout(centre)
         cv.setContentsMargins(4, 8, 4, 8)
         cv.setSpacing(6)
-        self.task_title = QLabel("No task")
+        self.task_title = PlainLabel("No task")
         self.task_title.setObjectName("taskTitle")
         self.task_title.setAccessibleName("Current task")
         self.task_title.setProperty("role", "taskTitle")
@@ -427,7 +428,7 @@ class AnnotationView(QWidget):
             "round",
             "size",
         ):
-            lab = QLabel("–")
+            lab = PlainLabel("–")
             lab.setObjectName(f"detail_{key}")
             lab.setAccessibleName(key.title())
             lab.setWordWrap(True)
@@ -492,7 +493,7 @@ class AnnotationView(QWidget):
         )
         row.addWidget(self.save_next_button, 1)
         wv.addLayout(row)
-        self.saved_label = QLabel("All changes saved")
+        self.saved_label = PlainLabel("All changes saved")
         self.saved_label.setObjectName("savedState")
         self.saved_label.setAccessibleName("Save state")
         self.saved_label.setProperty("state", "saved")
@@ -504,7 +505,7 @@ class AnnotationView(QWidget):
         tags = QGroupBox("Tags")
         tags.setObjectName("tagsBox")
         tv = QVBoxLayout(tags)
-        self.tag_target_label = QLabel("For the left image")
+        self.tag_target_label = PlainLabel("For the left image")
         self.tag_target_label.setObjectName("tagTarget")
         self.tag_target_label.setAccessibleName("Tags apply to")
         tv.addWidget(self.tag_target_label)

@@ -9,7 +9,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QTabWidget,
     QTextBrowser,
@@ -18,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.models.tags import available_sets
+from studio.ui.plain_label import PlainLabel
 from tdri_engine import paths
 
 
@@ -46,7 +46,7 @@ class NewProjectDialog(QDialog):
         for n in models.list_profiles():
             self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
         form.addRow("Models:", self.profile_combo)
-        where = QLabel(f"Saved in {root}")
+        where = PlainLabel(f"Saved in {root}")
         where.setWordWrap(True)
         form.addRow("", where)
         buttons = QDialogButtonBox(

@@ -14,6 +14,8 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPixmap, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from studio.ui.plain_label import plain_tooltip
+
 MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 BACKGROUND = QColor("#1e1f22")
 MESSAGE = QColor("#c9ccd1")
@@ -68,7 +70,7 @@ class ImageView(QWidget):
         self._image = image if image is not None and not image.isNull() else None
         self._message = message
         self._pixmap = QPixmap.fromImage(self._image) if self._image is not None else QPixmap()
-        self.setToolTip(message if self._image is None else "")
+        self.setToolTip(plain_tooltip(message) if self._image is None else "")
         # A new round of the same size keeps the user's zoom and pan; anything else fits.
         if had is None or self._image is None or had.size() != self._image.size():
             self._fit = True

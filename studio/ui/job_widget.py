@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -12,6 +11,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.workers.jobs import Job, JobQueue, JobState
 
 
@@ -38,7 +38,7 @@ class JobProgress(QWidget):
         # compact: label above the bar, for narrow side panels
         outer = QVBoxLayout(self) if compact else QHBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.label = QLabel(idle_text)
+        self.label = PlainLabel(idle_text)
         self.label.setObjectName(f"{name}Label")
         self.label.setWordWrap(compact)
         # a long job message must never widen the window: let the label shrink (and clip)
@@ -95,7 +95,7 @@ class JobProgress(QWidget):
 
     def _set_text(self, text: str) -> None:
         self.label.setText(text)
-        self.label.setToolTip(text)
+        self.label.setToolTip(plain_tooltip(text))
 
     def _render(self, job: Job) -> None:
         if not self.bar.isVisible():  # a relayout per progress step would cost more than the step

@@ -17,7 +17,6 @@ from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
-    QLabel,
     QMainWindow,
     QMessageBox,
     QTabWidget,
@@ -33,6 +32,7 @@ from studio.ui.annotation_view import AnnotationView
 from studio.ui.dialogs import HelpWindow, NewProjectDialog
 from studio.ui.job_widget import JobProgress
 from studio.ui.message_bar import MessageBar
+from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.ui.refinement_view import RefinementView
 from studio.ui.settings_dialog import SettingsDialog, project_profile
 from studio.workers import store_io
@@ -153,7 +153,7 @@ class MainWindow(QMainWindow):
         v = QVBoxLayout(central)
         v.setContentsMargins(0, 0, 0, 0)
         v.setSpacing(0)
-        self.demo_banner = QLabel(DEMO_BANNER)
+        self.demo_banner = PlainLabel(DEMO_BANNER)
         self.demo_banner.setObjectName("demoBanner")
         self.demo_banner.setAccessibleName("Demo profile notice")
         self.demo_banner.setWordWrap(True)
@@ -181,16 +181,16 @@ class MainWindow(QMainWindow):
 
         sb = self.statusBar()
         sb.setObjectName("statusBar")
-        self.project_label = QLabel("No project")
+        self.project_label = PlainLabel("No project")
         self.project_label.setObjectName("projectLabel")
         self.project_label.setAccessibleName("Open project")
         self.project_label.setMaximumWidth(320)
         sb.addWidget(self.project_label)
-        self.profile_label = QLabel("")
+        self.profile_label = PlainLabel("")
         self.profile_label.setObjectName("profileLabel")
         self.profile_label.setAccessibleName("Model profile")
         sb.addWidget(self.profile_label)
-        self.saved_label = QLabel("")
+        self.saved_label = PlainLabel("")
         self.saved_label.setObjectName("statusSaved")
         self.saved_label.setAccessibleName("Save state")
         sb.addWidget(self.saved_label)
@@ -409,7 +409,7 @@ class MainWindow(QMainWindow):
         self._save_prefs()
         self.setWindowTitle(f"TDRI Studio — {store.name}")
         self.project_label.setText(f"Project: {store.name}")
-        self.project_label.setToolTip(str(store.path))
+        self.project_label.setToolTip(plain_tooltip(str(store.path)))
         if store.recovery is not None:
             self.message_bar.show_warning(
                 "The project was repaired when it opened.", store.recovery.summary()

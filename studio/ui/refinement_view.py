@@ -49,6 +49,7 @@ from studio.models.rounds import Comparison, Personalisation, RoundView
 from studio.ui.ambiguity_chart import AmbiguityChart
 from studio.ui.image_view import ImageView
 from studio.ui.job_widget import JobProgress
+from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.workers.tasks import Tasks
 from tdri_engine import api
 from tdri_engine.events import Error, Question
@@ -116,7 +117,7 @@ class RefinementView(QWidget):
         lv = QVBoxLayout(left)
         lv.setContentsMargins(8, 8, 4, 8)
         row = QHBoxLayout()
-        title = QLabel("Dialogue")
+        title = PlainLabel("Dialogue")
         title.setProperty("role", "sectionTitle")
         row.addWidget(title, 1)
         self.new_button = QPushButton("New dialogue")
@@ -137,6 +138,7 @@ class RefinementView(QWidget):
         qv = QVBoxLayout(self.question_card)
         qv.setContentsMargins(10, 8, 10, 8)
         self.question_label = QLabel("")
+        self.question_label.setTextFormat(Qt.TextFormat.RichText)  # formats on purpose; escapes what it shows
         self.question_label.setObjectName("questionText")
         self.question_label.setAccessibleName("Question")
         self.question_label.setWordWrap(True)
@@ -144,7 +146,7 @@ class RefinementView(QWidget):
         self.options_row = QGridLayout()  # three answers a row: long option lists wrap
         self.options_row.setSpacing(4)
         qv.addLayout(self.options_row)
-        self.options_hint = QLabel("…or type your answer below and press Refine.")
+        self.options_hint = PlainLabel("…or type your answer below and press Refine.")
         self.options_hint.setObjectName("questionHint")
         self.options_hint.setWordWrap(True)
         qv.addWidget(self.options_hint)
@@ -164,7 +166,7 @@ class RefinementView(QWidget):
         self.input.setFixedHeight(72)
         lv.addWidget(self.input)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Seed"))
+        row.addWidget(PlainLabel("Seed"))
         self.seed_spin = QSpinBox()
         self.seed_spin.setObjectName("seedSpin")
         self.seed_spin.setAccessibleName("Seed")
@@ -201,9 +203,9 @@ class RefinementView(QWidget):
         self.right_combo = QComboBox()
         self.right_combo.setObjectName("rightRoundCombo")
         self.right_combo.setAccessibleName("Round on the right")
-        head.addWidget(QLabel("Left:"))
+        head.addWidget(PlainLabel("Left:"))
         head.addWidget(self.left_combo, 1)
-        head.addWidget(QLabel("Right:"))
+        head.addWidget(PlainLabel("Right:"))
         head.addWidget(self.right_combo, 1)
         self.pose_check = QCheckBox(f"Pose overlay  [{shortcuts.label('refine.pose')}]")
         self.pose_check.setObjectName("poseOverlayToggle")
@@ -215,7 +217,7 @@ class RefinementView(QWidget):
         self.right_view = ImageView(name="compareRightImage", accessible="Right image")
         for side, v in (("left", self.left_view), ("right", self.right_view)):
             box = QVBoxLayout()
-            cap = QLabel("")
+            cap = PlainLabel("")
             cap.setObjectName(f"{side}CompareCaption")
             cap.setProperty("role", "paneHeader")
             cap.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -242,7 +244,7 @@ class RefinementView(QWidget):
             choices.addWidget(b)
             self.choice_buttons[choice.value] = b
         cv.addLayout(choices)
-        self.choice_label = QLabel(
+        self.choice_label = PlainLabel(
             "Pick two rounds, then say which is better: each choice teaches your adapter."
         )
         self.choice_label.setObjectName("lastChoiceLabel")
@@ -297,7 +299,7 @@ class RefinementView(QWidget):
         pers = QGroupBox("Personalisation")
         pers.setObjectName("personalisationBox")
         psv = QVBoxLayout(pers)
-        self.update_label = QLabel("")
+        self.update_label = PlainLabel("")
         self.update_label.setObjectName("choicesUntilUpdate")
         self.update_label.setAccessibleName("Choices until the next update")
         self.update_label.setWordWrap(True)
@@ -309,7 +311,7 @@ class RefinementView(QWidget):
         self.update_bar.setFixedHeight(6)
         psv.addWidget(self.update_bar)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Adapter:"))
+        row.addWidget(PlainLabel("Adapter:"))
         self.scope_combo = QComboBox()
         self.scope_combo.setObjectName("adapterScopeCombo")
         self.scope_combo.setAccessibleName("Which adapter this project uses")
@@ -321,7 +323,7 @@ class RefinementView(QWidget):
         )
         row.addWidget(self.scope_combo, 1)
         psv.addLayout(row)
-        self.adapter_label = QLabel("")
+        self.adapter_label = PlainLabel("")
         self.adapter_label.setObjectName("activeAdapter")
         self.adapter_label.setAccessibleName("Active adapter")
         self.adapter_label.setWordWrap(True)
@@ -485,7 +487,7 @@ class RefinementView(QWidget):
             if r.thumb is not None:
                 item.setIcon(QIcon(QPixmap.fromImage(r.thumb)))
             item.setData(Qt.ItemDataRole.UserRole, r.round)
-            item.setToolTip(r.prompt)
+            item.setToolTip(plain_tooltip(r.prompt))
             item.setData(Qt.ItemDataRole.AccessibleTextRole, f"Round {r.round}: {r.prompt}")
             self.strip.addItem(item)
         if rounds:

@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.prefs import StudioPrefs
+from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.workers import store_io
 from tdri_engine.errors import TdriError
 from tdri_engine.settings import ASPECTS, EngineSettings
@@ -96,7 +96,7 @@ class SettingsDialog(QDialog):
         self._build_dialogue_tab()
         self._build_updates_tab()
         self._build_projects_tab()
-        self.error_label = QLabel("")
+        self.error_label = PlainLabel("")
         self.error_label.setObjectName("settingsError")
         self.error_label.setAccessibleName("Settings problem")
         self.error_label.setWordWrap(True)
@@ -125,7 +125,7 @@ class SettingsDialog(QDialog):
         tab.setObjectName("modelsTab")
         v = QVBoxLayout(tab)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Model profile for this project:"))
+        row.addWidget(PlainLabel("Model profile for this project:"))
         self.profile_combo = QComboBox()
         self.profile_combo.setObjectName("profileCombo")
         self.profile_combo.setAccessibleName("Model profile")
@@ -135,7 +135,7 @@ class SettingsDialog(QDialog):
         self.check_button.setAccessibleName("Check models")
         row.addWidget(self.check_button)
         v.addLayout(row)
-        self.models_summary = QLabel("Checking models…")
+        self.models_summary = PlainLabel("Checking models…")
         self.models_summary.setObjectName("modelsSummary")
         self.models_summary.setAccessibleName("Models check result")
         self.models_summary.setWordWrap(True)
@@ -166,7 +166,7 @@ class SettingsDialog(QDialog):
         self.role_folder_button.setObjectName("roleFolderButton")
         self.role_folder_button.setAccessibleName("Set the model folder for the selected role")
         row.addWidget(self.role_folder_button)
-        self.role_hint = QLabel("")
+        self.role_hint = PlainLabel("")
         self.role_hint.setObjectName("roleHint")
         self.role_hint.setWordWrap(True)
         row.addWidget(self.role_hint, 1)
@@ -247,7 +247,7 @@ class SettingsDialog(QDialog):
         self.width_spin = self._spin("width", 64, 4096, 8)
         self.height_spin = self._spin("height", 64, 4096, 8)
         size.addWidget(self.width_spin)
-        size.addWidget(QLabel("×"))
+        size.addWidget(PlainLabel("×"))
         size.addWidget(self.height_spin)
         size_w = QWidget()
         size_w.setLayout(size)
@@ -276,7 +276,7 @@ class SettingsDialog(QDialog):
         f = self._form_tab("dialogueTab", "Dialogue")
         self.tau_spin = self._optional_dspin("tau", 0.0, 1.0, 0.01)
         self._row(f, "Ambiguity threshold τ:", self.tau_spin, "tau")
-        self.tau_rate_label = QLabel("")  # the tau in force and the question rate it implies
+        self.tau_rate_label = PlainLabel("")  # the tau in force and the question rate it implies
         self.tau_rate_label.setObjectName("tauRateLabel")
         f.addRow("", self.tau_rate_label)
         self.tau_spin.valueChanged.connect(lambda _v: self._show_tau_rate())
@@ -325,7 +325,7 @@ class SettingsDialog(QDialog):
         row.setContentsMargins(0, 0, 0, 0)
         w.setLayout(row)
         f.addRow("Projects folder:", w)
-        self.project_path_label = QLabel("")
+        self.project_path_label = PlainLabel("")
         self.project_path_label.setObjectName("projectPathLabel")
         self.project_path_label.setWordWrap(True)
         self.project_path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -519,7 +519,7 @@ class SettingsDialog(QDialog):
                 tip = text
                 if col == 3 and st.looked_in:
                     tip = "Looked in:\n" + "\n".join(st.looked_in)
-                item.setToolTip(tip)
+                item.setToolTip(plain_tooltip(tip))
                 if col == 2:
                     item.setForeground(Qt.GlobalColor.green if st.found else Qt.GlobalColor.red)
                 self.models_table.setItem(row, col, item)

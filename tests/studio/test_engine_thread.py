@@ -79,7 +79,7 @@ def test_image_view_fits_zooms_under_the_cursor_pans_and_explains_an_empty_panel
     qtbot.waitExposed(view)
     assert not view.fit_mode or view.image is None
     view.set_image(None, "Image missing: a.png")
-    assert view.message == "Image missing: a.png" and view.toolTip() == "Image missing: a.png"
+    assert view.message == "Image missing: a.png" and "Image missing: a.png" in view.toolTip()
 
     img = QImage(200, 100, QImage.Format.Format_RGB32)
     img.fill(QColor("red"))
