@@ -204,18 +204,17 @@ def full_caption(record: Record, seed: int | None = 0) -> str:
 def value_prompt(field: str, value: str) -> str:
     """The zero-shot text for one field value (what CLIP is asked to match)."""
     name = NAMES[field][value]
-    return {
-        "garment": f"a {name}",
-        "color": f"{name} garment",
-        "length": f"{name} garment",
-        "fit": f"{name} garment",
-        "sleeves": f"garment with {name}",
-        "style": name,
-        "background": _SETTING[value][0],
-        "perspective": name,
-        "pattern": name,
-        "accessory": f"with {name}" if value != "none" else name,
-    }[field]
+    if field == "background":
+        return _SETTING[value][0]
+    if field == "garment":
+        return "a pair of trousers" if value == "trousers" else f"a {name}"
+    if field in ("color", "length", "fit"):
+        return f"{name} garment"
+    if field == "sleeves":
+        return f"garment with {name}"
+    if field == "accessory":
+        return PHRASES["accessory"][value][1] if value != "none" else PHRASES["accessory"][value][0]
+    return name  # style, perspective, pattern
 
 
 def field_of_aspect(aspect: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ splits that hold out combinations, and the mannequin's pose in OpenPose's conven
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -164,3 +165,21 @@ def test_pose_map_is_drawn_in_openpose_colours():
             if c > 0
         )
         assert hits >= 14, hits
+
+
+def test_tdri_world_render_writes_pictures_captions_and_pose_maps(tmp_path):
+    from tdri_engine.cli import main
+
+    out = tmp_path / "samples"
+    assert main(["world", "render", "--out", str(out), "-n", "12", "--size", "64", "--seed", "2"]) == 0
+    entries = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert len(entries) == 12 and len(list(out.glob("train-*[0-9].png"))) == 12
+    for e in entries:
+        record = Record.from_dict(e["record"])
+        assert NAMES["garment"][record.garment] in e["caption"].lower()
+        assert set(e["aspects"]) == set(ASPECTS)
+        assert ("pose" in e) == record.worn
+        if record.worn:
+            assert (out / e["pose"]).is_file() and len(e["keypoints"]) == 18
+    assert any("pose" in e for e in entries)
+    assert main(["world", "render", "--out", str(out), "-n", "0"]) == 1  # refused with a message

@@ -1,0 +1,87 @@
+"""The trainable roles of the Atelier recipe (see ``recipe.Role``): the judge and the CLIP.
+
+Both read the same rendered data sets (``data.build``); a step's batch is drawn from
+``numpy.random.default_rng([seed, step])`` so it depends on nothing but the seed and the step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import clip_train, judge
+from .data import DataSet
+
+ROLES = ("judge", "clip")
+DEFAULT_STEPS = {"judge": 2000, "clip": 900}
+DEFAULT_LR = {"judge": 2e-3, "clip": 1e-3}
+BATCH = {"judge": 128, "clip": 64}
+
+
+def _batch(n: int, size: int, seed: int, step: int) -> np.ndarray:
+    return np.random.default_rng([seed, step]).choice(n, size=min(size, n), replace=False)
+
+
+class JudgeRole:
+    name = "judge"
+
+    def __init__(self, train: DataSet, heldout: DataSet, seed: int = 0, batch: int = BATCH["judge"]):
+        self.train, self.heldout, self.seed, self.batch = train, heldout, seed, batch
+        self.model: Any = None
+
+    def build(self) -> None:
+        self.model = judge.build_model()
+
+    def data_hash(self) -> str:
+        return self.train.digest()
+
+    def step_loss(self, step: int) -> Any:
+        import torch
+
+        idx = _batch(len(self.train), self.batch, self.seed, step)
+        out = self.model(judge.to_tensor(self.train.images[idx]))
+        return judge.loss_fn(out, torch.from_numpy(self.train.labels[idx]))
+
+    def evaluate(self) -> dict[str, Any]:
+        pred = judge.predict_indices(self.model, self.heldout.images)
+        return judge.accuracy(pred, self.heldout.labels) | {"n_heldout": len(self.heldout)}
+
+    def export(self, folder: Path) -> None:
+        judge.save(self.model, folder, {"data_hash": self.data_hash()})
+
+
+class ClipRole:
+    name = "clip"
+
+    def __init__(self, train: DataSet, heldout: DataSet, seed: int = 0, batch: int = BATCH["clip"]):
+        self.train, self.heldout, self.seed, self.batch = train, heldout, seed, batch
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def build(self) -> None:
+        self.model = clip_train.build_model()
+        self.tokenizer = clip_train.load_tokenizer()
+
+    def data_hash(self) -> str:
+        return self.train.digest()
+
+    def step_loss(self, step: int) -> Any:
+        idx = _batch(len(self.train), self.batch, self.seed, step)
+        records = [self.train.samples[i].record for i in idx]
+        text_seed = int(np.random.default_rng([self.seed, step, 1]).integers(1 << 31))
+        return clip_train.loss(
+            self.model, self.tokenizer, self.train.images[idx], self.train.labels[idx], records, text_seed
+        )
+
+    def evaluate(self) -> dict[str, Any]:
+        figures = clip_train.zero_shot(self.model, self.tokenizer, self.heldout.images, self.heldout.labels)
+        return figures | {"n_heldout": len(self.heldout), "metric": "zero-shot: best value prompt per field"}
+
+    def export(self, folder: Path) -> None:
+        clip_train.save(self.model, self.tokenizer, folder)
+
+
+def make_role(name: str, train: DataSet, heldout: DataSet, seed: int) -> Any:
+    return {"judge": JudgeRole, "clip": ClipRole}[name](train, heldout, seed)
