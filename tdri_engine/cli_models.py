@@ -4,8 +4,9 @@
     tdri models check [--profile NAME]
     tdri models calibrate [--profile NAME] [--prompts FILE] [--target-rate R] [--out FILE] [--save]
 
-``check`` prints one row per role (kind, source, found or missing, where it looked, how to
-fix) and exits 0 only when every required role is found.
+``check`` prints one row per role (kind, source, found, missing or refused, where it looked,
+how to fix) and exits 0 only when every required role is found and no role is refused by the
+trust policy (a folder with custom code or only pickled weights; see ``tdri_engine.trust``).
 """
 
 from __future__ import annotations
@@ -111,19 +112,33 @@ def _check(args: argparse.Namespace) -> int:
     width = max(len(s.source) for s in statuses)
     print(f"{'role':<11} {'kind':<19} {'source':<{width}}  status")
     for s in statuses:
-        state = "found" if s.found else ("MISSING" if s.required else "missing (optional)")
+        if s.refused:
+            state = "REFUSED" if s.required else "refused (optional)"
+        else:
+            state = "found" if s.found else ("MISSING" if s.required else "missing (optional)")
         print(f"{s.role:<11} {s.kind:<19} {s.source:<{width}}  {state}")
         if s.found:
             print(f"{'':<11} at {s.path}")
+        elif s.refused:
+            print(f"{'':<11} at {s.path}")
+            print(f"{'':<11} refused: {s.reason}")
+            print(f"{'':<11} fix: {s.what_to_do}")
         else:
             for place in s.looked_in:
                 print(f"{'':<11} looked in {place}")
             if s.reason:
                 print(f"{'':<11} {s.reason}")
             print(f"{'':<11} fix: {s.what_to_do}")
-    missing = [s.role for s in statuses if s.required and not s.found]
+    refused = [s.role for s in statuses if s.refused]
+    if refused:  # even an optional role: a folder with custom code or pickles is never "fine"
+        print(
+            f"Refused by the trust policy (custom code or pickled weights): {', '.join(refused)}.",
+            file=sys.stderr,
+        )
+    missing = [s.role for s in statuses if s.required and not s.found and not s.refused]
     if missing:
         print(f"Missing required roles: {', '.join(missing)}.", file=sys.stderr)
+    if refused or missing:
         return 1
     print("All required models were found.")
     return 0

@@ -64,6 +64,12 @@ class ModelBroken(TdriError):
     kind = "model-broken"
 
 
+class ModelRefused(ModelBroken):
+    """A model folder breaks the trust policy (custom code, pickled weights) and was not loaded."""
+
+    kind = "model-refused"
+
+
 class OutOfMemory(TdriError):
     """The device ran out of memory; the message says which knob to turn."""
 

@@ -115,17 +115,25 @@ def load_transformers_folder(
 ) -> tuple[Any, Any]:
     """The one loading path of the transformers roles (hf-clip, blip, vlm, llm).
 
-    Checks the folder and that its weights are safetensors, loads the model and its processor
-    (or tokenizer) offline, and turns any failure into ``ModelBroken`` naming the role, the
-    folder and ``fix``. Returns ``(model on device in eval mode, processor)``.
+    Checks the folder against the trust policy (``ModelRefused`` for custom code or only pickled
+    weights) and that its weights are safetensors, loads the model and its processor (or
+    tokenizer) offline with ``use_safetensors=True`` and ``trust_remote_code=False``, and turns
+    any failure into ``ModelBroken`` naming the role, the folder and ``fix``. Returns
+    ``(model on device in eval mode, processor)``.
     """
+    from .trust import check_spec
+
     role = _role(spec, default_role)
     path = _require_folder(path, spec, default_role, fix)
+    check_spec(path, spec, default_role)  # custom code or only pickles: refused before transformers reads it
     _require_safetensors(path, role)
     try:
-        processor = processor_cls.from_pretrained(path, local_files_only=True)
+        # trust_remote_code=False: transformers never imports the folder's code and never asks on stdin
+        processor = processor_cls.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         with quiet_progress():
-            model = model_cls.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
+            model = model_cls.from_pretrained(
+                path, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False
+            )
     except _LOAD_ERRORS as exc:
         raise _broken(role, path, exc, fix) from exc
     return model.to(device).eval(), processor
@@ -338,8 +346,9 @@ def _open_clip_from_folder(path: Path, device: torch.device, dtype: torch.dtype)
         # Hugging Face hub layout: open_clip finds config and weights itself (prefers safetensors)
         if not weights:
             raise FileNotFoundError(f"no .safetensors weights in {path}")
+        # the checkpoint open_clip picks here was checked to be safetensors (trust.open_clip_reason)
         name = f"local-dir:{path}"
-        model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, device=device, weights_only=True)
         tokenizer = open_clip.get_tokenizer(name)
     else:
         configs = [p for p in sorted(path.glob("*.json")) if _is_open_clip_model_config(p)]
@@ -352,7 +361,7 @@ def _open_clip_from_folder(path: Path, device: torch.device, dtype: torch.dtype)
         config = configs[0]
         open_clip.add_model_config(config)  # registers the config under its file stem
         model, _, preprocess = open_clip.create_model_and_transforms(
-            config.stem, pretrained=str(weights[0]), device=device
+            config.stem, pretrained=str(weights[0]), device=device, weights_only=True
         )
         tokenizer = open_clip.get_tokenizer(config.stem)
     model = model.to(device=device, dtype=dtype).eval()
@@ -381,7 +390,10 @@ def load_clip(path: Path, spec: SpecLike, device: torch.device, dtype: torch.dty
         else "Put a transformers CLIPModel folder (config.json, model.safetensors, processor files) there"
     ) + ", or point the profile's clip role at one; `tdri models demo` builds a tiny one."
     if kind == "open_clip":
+        from .trust import check_spec
+
         path = _require_folder(path, spec, "clip", fix)
+        check_spec(path, spec, "clip")  # open_clip would pick a pickle, or build from elsewhere
         _require_safetensors(path, role)
         try:
             backend: _ClipBackend = _open_clip_from_folder(path, device, dtype)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import paths, trust
 from .errors import BadInput, ModelBroken, ModelMissing, OutOfMemory, TdriError
 
 ROLES: tuple[str, ...] = ("generator", "controlnet", "pose", "vlm", "clip", "blip", "llm")
@@ -358,6 +358,55 @@ def builtin_profiles() -> dict[str, ModelProfile]:
 DEFAULT_PROFILE = "sd15"
 
 
+def _json_type(value: Any) -> str:
+    """How a JSON value's type reads in a message ("a list", "a number" ...)."""
+    names = {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+# Options with a fixed type; other kind-specific options pass through as given.
+_OPTION_TYPES: dict[str, type] = {
+    "filename": str,
+    "subfolder": str,
+    "variant": str,
+    "revision": str,
+    "scheduler": str,
+    "safety_checker": bool,
+    "name": str,  # what images record as the model (models.model_name)
+}
+
+
+def _check_options(raw: Any, role: str, where: str) -> dict[str, Any]:
+    """A role's ``options`` as a dict of well-typed values; file names stay inside the model folder."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadInput(
+            f"The 'options' of role '{role}'{where} must be an object, not {_json_type(raw)}.",
+            'Write them as "options": {"variant": "fp16"} (or leave them out).',
+        )
+    for key, want in _OPTION_TYPES.items():
+        if key in raw and not isinstance(raw[key], want):
+            raise BadInput(
+                f"Option '{key}' of role '{role}'{where} must be {_json_type(want())}, not {_json_type(raw[key])}.",
+                "Fix the profile JSON.",
+            )
+    for key in ("filename", "subfolder"):
+        value = raw.get(key)
+        if value is not None and (
+            not value
+            or "\0" in value
+            or Path(value).is_absolute()
+            or ".." in Path(value).parts
+            or "\\" in value
+        ):
+            raise BadInput(
+                f"Option '{key}' of role '{role}'{where} must name something inside the model folder, got {value!r}.",
+                f"Give a relative '{key}' without '..', or point the role's source at the folder itself.",
+            )
+    return dict(raw)
+
+
 def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: str = "") -> ModelProfile:
     """Build a profile from its JSON form. ``"extends": "sd15"`` starts from a built-in profile."""
     where = f" in {origin}" if origin else ""
@@ -370,6 +419,11 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
     limits: dict[str, int] = {}
     thresholds = ESTIMATED_THRESHOLDS["sd15"]
     base_name = data.get("extends")
+    if base_name is not None and not isinstance(base_name, str):
+        raise BadInput(
+            f"'extends'{where} must be the name of a built-in profile, not {_json_type(base_name)}.",
+            f'Write it as "extends": "sd15" (built-in profiles: {", ".join(builtin_profiles())}).',
+        )
     if base_name:
         builtins = builtin_profiles()
         if base_name not in builtins:
@@ -398,6 +452,18 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
         base = roles.get(role)
         kind = raw.get("kind", base.kind if base else None)
         source = raw.get("source", base.source if base else None)
+        for key, value in (("kind", kind), ("source", source)):
+            if value is not None and not isinstance(value, str):
+                raise BadInput(
+                    f"The '{key}' of role '{role}'{where} must be text, not {_json_type(value)}.",
+                    f"Kinds: {', '.join(known_kinds())}; source: a Hugging Face id or a folder path.",
+                )
+        if source and (len(source) > MAX_PROFILE_REF or any(ord(ch) < 32 or ord(ch) == 127 for ch in source)):
+            raise BadInput(
+                f"The 'source' of role '{role}'{where} is over {MAX_PROFILE_REF} characters or holds "
+                "control characters.",
+                "Give a Hugging Face id (org/name) or a folder path.",
+            )
         if not kind or not source:
             raise BadInput(
                 f"Role '{role}'{where} needs a 'kind' and a 'source'.",
@@ -408,8 +474,13 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
                 f"Role '{role}'{where} has an unknown kind '{kind}'.", f"Kinds: {', '.join(known_kinds())}."
             )
         options = dict(base.options) if base else {}
-        options.update(raw.get("options", {}) or {})
-        required = bool(raw.get("required", base.required if base else True))
+        options.update(_check_options(raw.get("options"), role, where))
+        required = raw.get("required", base.required if base else True)
+        if not isinstance(required, bool):
+            raise BadInput(
+                f"'required' of role '{role}'{where} must be true or false, not {_json_type(required)}.",
+                "Fix the profile JSON.",
+            )
         roles[role] = RoleSpec(role, kind, str(source), required, options)
     missing = [r for r in ("generator",) if r not in roles]
     if missing:
@@ -418,7 +489,8 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
         )
     raw_limits = data.get("limits", {}) or {}
     if not isinstance(raw_limits, dict) or not all(
-        k in ("width", "height", "steps") and isinstance(v, int) and v > 0 for k, v in raw_limits.items()
+        k in ("width", "height", "steps") and isinstance(v, int) and not isinstance(v, bool) and v > 0
+        for k, v in raw_limits.items()
     ):
         raise BadInput(
             f"'limits'{where} must map width/height/steps to positive whole numbers.", "Fix the profile JSON."
@@ -444,13 +516,31 @@ def load_profile(name_or_path: str | os.PathLike[str] | ModelProfile) -> ModelPr
     """
     if isinstance(name_or_path, ModelProfile):
         return name_or_path
-    text = str(name_or_path)
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise BadInput(
+            f"The model profile must be a name or a file path, not {_json_type(name_or_path)}.",
+            f"Use one of: {', '.join(list_profiles())}, or the path of a profile JSON file.",
+        )
+    text = os.fspath(name_or_path)
+    if (
+        not isinstance(text, str)
+        or not text
+        or len(text) > MAX_PROFILE_REF
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+    ):
+        shown = repr(text[:60]) + ("..." if len(text) > 60 else "")
+        raise BadInput(
+            f"The model profile {shown} is not a profile name or a usable file path "
+            f"(empty, over {MAX_PROFILE_REF} characters, or with control characters).",
+            f"Use one of: {', '.join(list_profiles())}, or the path of a profile JSON file.",
+        )
     candidate = Path(text).expanduser()
-    if text.endswith(".json") or candidate.is_file():
+    if text.endswith(".json") or _is_file(candidate):
         return _read_profile_file(candidate)
     builtins = builtin_profiles()
+    # a user profile is looked up by a plain name only: "../x" never leaves the profiles folder
     user_file = paths.profiles_dir() / f"{text}.json"
-    if text != "demo" and user_file.is_file():
+    if text != "demo" and "/" not in text and "\\" not in text and _is_file(user_file):
         return _read_profile_file(user_file, name=text)
     if text in builtins:
         return builtins[text]
@@ -461,16 +551,51 @@ def load_profile(name_or_path: str | os.PathLike[str] | ModelProfile) -> ModelPr
     )
 
 
-def _read_profile_file(path: Path, name: str | None = None) -> ModelProfile:
+MAX_PROFILE_REF = 4096  # characters of a profile name or path (PATH_MAX on Linux)
+MAX_PROFILE_BYTES = 1_000_000  # a profile is a few hundred bytes; this bounds what is parsed
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name cannot exist (too long, a NUL ...)."""
     try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_profile_file(path: Path, name: str | None = None) -> ModelProfile:
+    """Parse a profile file; anything wrong with it is a ``BadInput`` that names the file.
+
+    Nesting deeper than Python's JSON parser follows (about 1,000 levels, a ``RecursionError``)
+    is reported as such: a real profile is three levels deep.
+    """
+    try:
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise BadInput(
+                f"The model profile {path} is {path.stat().st_size:,} bytes; a profile is a few hundred.",
+                "Check that the path names a profile JSON file.",
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"The model profile file {path} does not exist.", "Check the path.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise BadInput(
+            f"The model profile {path} is nested too deeply to be a profile.",
+            'Write it as {"name": ..., "roles": {...}} (a profile is three levels deep).',
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BadInput(
             f"Could not read the model profile {path}: {exc}.", "Fix or replace the file."
         ) from None
-    return profile_from_dict(data, name=name or data.get("name") or path.stem, origin=str(path))
+    if not isinstance(data, dict):
+        raise BadInput(
+            f"The model profile in {path} is not a JSON object (it is {_json_type(data)}).",
+            'Write it as {"name": ..., "roles": {...}}.',
+        )
+    own = data.get("name")
+    return profile_from_dict(
+        data, name=name or (own if isinstance(own, str) and own else path.stem), origin=str(path)
+    )
 
 
 def save_profile(profile: ModelProfile, path: Path | None = None) -> Path:
@@ -522,6 +647,24 @@ def _looks_like_hf_id(source: str) -> bool:
         and "\\" not in source
         and ":" not in source
     )
+
+
+def model_name(profile: ModelProfile, role: str) -> str:
+    """What an image records as its model: a name, never a path.
+
+    The role's ``options.name`` when set, else its Hugging Face id, else the folder's own name
+    (``demo/<folder>`` for the demo profile). Why: a path carries the user's home folder (and
+    so their account name) into the provenance of every image they share.
+    """
+    spec = profile.spec(role)
+    given = spec.options.get("name")
+    if isinstance(given, str) and given.strip():
+        return given.strip()
+    source = spec.source
+    if _looks_like_hf_id(source) and not Path(source).expanduser().is_dir():
+        return source
+    name = Path(source.rstrip("/\\")).name or "model"
+    return f"demo/{name}" if profile.is_demo else name
 
 
 def _cache_snapshot(repo_id: str, revision: str = "main") -> tuple[Path | None, Path]:
@@ -576,6 +719,7 @@ class Resolution:
     path: Path | None
     looked_in: list[str]
     reason: str = ""
+    refused: Path | None = None  # a folder the trust policy refuses; ``reason`` says why
 
 
 def _locate(spec: RoleSpec) -> Resolution:
@@ -596,6 +740,9 @@ def _locate(spec: RoleSpec) -> Resolution:
         looked.append(str(folder))
         if folder.is_dir():
             target = folder / subfolder if subfolder else folder
+            refusal = trust.refusal_reason(target, spec.kind, spec.options)
+            if refusal:  # checked before anything else: a refused folder is never "found"
+                return Resolution(None, looked, refusal, refused=target)
             gaps = missing_files(target, spec.kind)
             if not gaps:
                 return Resolution(target, looked)
@@ -605,6 +752,9 @@ def _locate(spec: RoleSpec) -> Resolution:
         looked.append(str(repo_dir))
         if snapshot is not None:
             target = snapshot / subfolder if subfolder else snapshot
+            refusal = trust.refusal_reason(target, spec.kind, spec.options)
+            if refusal:
+                return Resolution(None, looked, refusal, refused=target)
             gaps = missing_files(target, spec.kind)
             if not gaps:
                 return Resolution(target, looked)
@@ -613,8 +763,13 @@ def _locate(spec: RoleSpec) -> Resolution:
 
 
 def resolve(spec: RoleSpec, *, is_demo: bool = False) -> Path:
-    """The local folder holding ``spec``'s weights, or ModelMissing naming role, places and fix."""
+    """The local folder holding ``spec``'s weights, or ModelMissing naming role, places and fix.
+
+    A folder the trust policy refuses (custom code, only pickled weights) raises ModelRefused.
+    """
     found = _locate(spec)
+    if found.refused is not None:
+        raise trust.refused(found.refused, spec.kind, spec.role, found.reason)
     if found.path is None:
         detail = f"({ROLE_HELP.get(spec.role, spec.kind)}, source '{spec.source}')"
         if found.reason:
@@ -634,6 +789,7 @@ class RoleStatus:
     what_to_do: str
     required: bool
     reason: str = ""
+    refused: bool = False  # found, but the trust policy refuses it (``reason`` says why)
 
 
 def check_profile(profile: ModelProfile) -> list[RoleStatus]:
@@ -648,11 +804,16 @@ def check_profile(profile: ModelProfile) -> list[RoleStatus]:
                 kind=spec.kind,
                 source=spec.source,
                 found=found.path is not None,
-                path=str(found.path) if found.path else None,
+                path=str(found.path or found.refused or "") or None,
                 looked_in=found.looked_in,
-                what_to_do="" if found.path else _what_to_do(spec, profile.is_demo),
+                what_to_do=(
+                    trust.what_to_do(role, found.reason)
+                    if found.refused is not None
+                    else ("" if found.path else _what_to_do(spec, profile.is_demo))
+                ),
                 required=spec.required,
                 reason=found.reason,
+                refused=found.refused is not None,
             )
         )
     return out

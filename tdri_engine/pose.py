@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import BadInput, ModelBroken
+from .errors import BadInput, ModelBroken, ModelRefused
 from .events import CancelToken
 
 N_KEYPOINTS = 18  # OpenPose COCO body layout
@@ -64,14 +64,23 @@ def _read_body_state(folder: Path, filename: str | None) -> dict[str, Any]:
 
             return load_file(str(file))
         # The original checkpoint is a plain dict of tensors: weights_only refuses anything else.
+        import pickle
+
+        fix = (
+            "Use the original body_pose_model.pth from lllyasviel/Annotators, or a "
+            "body_pose_model.safetensors converted from it."
+        )
         try:
             return torch.load(str(file), map_location="cpu", weights_only=True)
-        except Exception as exc:  # an unsafe or foreign pickle is refused here, not executed
-            raise ModelBroken(
-                f"The pose model {file} is not a plain tensor checkpoint and was not loaded ({exc}).",
-                "Use the original body_pose_model.pth from lllyasviel/Annotators, or a "
-                "body_pose_model.safetensors converted from it.",
+        except pickle.UnpicklingError as exc:  # an unsafe or foreign pickle: refused, not executed
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelRefused(
+                f"The pose model {file} was refused: it is not a plain tensor checkpoint, and "
+                f"torch.load(weights_only=True) would not unpickle it ({first}).",
+                fix,
             ) from exc
+        except Exception as exc:  # truncated or not a checkpoint at all
+            raise ModelBroken(f"The pose model {file} could not be read ({exc}).", fix) from exc
     raise ModelBroken(
         f"No pose weights in {folder} (looked for {', '.join(names)}).",
         "Copy body_pose_model.pth (lllyasviel/Annotators) or body_pose_model.safetensors into that folder.",
@@ -109,11 +118,14 @@ class OpenPoseBody:
 
 def load_openpose(path: Path, spec: Any, device: Any, dtype: Any) -> OpenPoseBody:
     """Model loader for kind ``openpose`` (see ``tdri_engine.models``)."""
+    from .trust import check_spec
+
+    check_spec(path, spec, "pose")  # options.filename must name a .safetensors/.pth in the folder
     import torch
 
+    state = _read_body_state(Path(path), spec.options.get("filename"))  # refused before the network
     bodypose_model, _, util = _openpose_modules()
     model = bodypose_model()
-    state = _read_body_state(Path(path), spec.options.get("filename"))
     own = model.state_dict()
     if set(state) != set(own):  # original checkpoints name layers without the block prefix
         state = util.transfer(model, state)

@@ -119,6 +119,12 @@ class Engine:
                 on_progress=lambda step, total, msg: emit(ev.Progress("load", step, total, msg))
             )
         statuses = self.check_models()
+        refused = [s for s in statuses if s.refused]  # optional or not: never load around it silently
+        if refused:
+            from .trust import refused as refusal
+
+            first = refused[0]
+            raise refusal(first.path or first.source, first.kind, first.role, first.reason)
         missing = [s for s in statuses if s.required and not s.found]
         if missing:
             first = missing[0]
@@ -182,6 +188,8 @@ class Engine:
                 "No adapter is active, so there is nothing to compare with the base model.",
                 "Switch to an adapter version, or make more choices until the first update.",
             )
+        # a broken or pickled adapter is an AdapterError here: the "adapted" image would be the base's
+        adapters.validate_adapter_dir(adapter_dir)
         settings, _notes = self.session_settings(store.settings)
         generator = self.generator
         generator.settings = settings

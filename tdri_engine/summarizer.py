@@ -24,8 +24,18 @@ free text, ``"skip"`` changes nothing, ``"edit"`` replaced the prompt by hand. E
 recorded ``prompt`` is authoritative: where the replay does not render to it (it came from the
 LLM summarizer or a hand edit), the slots are re-read from that prompt.
 
+What the structured summarizer keeps: every fact the user gave. The subject is kept as written,
+with the phrases that describe it rather than an aspect ("a woman in a dress", "flowers float on
+the tea": a preposition before something that is no place, colour, material, size or style, or a
+detail that names a garment); only a phrase naming a place is a Background. Adjectives go to the
+subject phrase that takes them: the first garment ("a woman in a red dress"), else the head; a
+person with no garment named wears the colour ("a woman in red"). An answer replaces only what
+was said about its own aspect (navy replaces red; a new background the old one), and a Content
+answer that does not repeat the subject is added to it. ``tests/engine/test_summarizer_corpus.py``
+checks this word by word on a corpus of dialogues in several languages.
+
 The same parser (:class:`PromptParser`) decomposes a prompt into aspect components for the
-Reflector.
+Reflector (the subject of its questions).
 """
 
 from __future__ import annotations
@@ -277,11 +287,61 @@ class PromptParser:
         head, tails = clauses[0], clauses[1:]
         if self._boundary.match(head) and self._boundary.match(head).start() == 0:
             tails, head = [head] + tails, ""
-        if head:
-            out.extend(self._head(head))
+        parts = [head] if head else []
         for clause in tails:
-            out.extend(self._clause(clause))
+            if parts and self._belongs_to_subject(clause):
+                parts.append(clause)  # "in a dress", "on the tea": part of what is shown
+            else:
+                out.extend(self._clause(clause))
+        if parts:
+            out[:0] = self._subject(parts)
         return out
+
+    # -- the subject: its noun phrases and the one that takes the adjectives --------------------
+    def _has(self, name: str, text: str) -> bool:
+        words = {w.casefold() for w in _WORD.findall(text)}
+        listed = self._sets.get(name, set())
+        return bool(words & listed) or any(" " in p and p in text.casefold() for p in listed)
+
+    def _belongs_to_subject(self, clause: str) -> bool:
+        """A phrase after the subject that describes the subject itself, not an aspect: a
+        preposition before something that is no place, colour, material, size or style ("in a
+        dress", "on the tea", "on a sofa"), or a detail naming a garment ("wearing a coat")."""
+        prep = self._starts_with(self._place_prep, clause)
+        if prep:
+            rest = clause[prep.end() :].strip()
+            if not rest or self._re["places"].search(rest) or self._re["styles"].search(rest):
+                return False
+            if self.is_pure_color(rest) or self._color_first(rest) or self.is_pure_material(rest):
+                return False
+            return not self.is_pure_size(rest)
+        return bool(self._starts_with(self._detail, clause)) and self._has("garments", clause)
+
+    def _subject(self, parts: list[str]) -> list[tuple[str, str]]:
+        """Content = the subject's phrases as written; the adjectives of the phrase that takes
+        them (:meth:`_target`) come out into their aspects, so that an answer replaces them."""
+        i = self._target(parts)
+        attributes = self._head(parts[i])
+        kept = [c for a, c in attributes if a == "Content"]
+        parts = parts[:i] + ([kept[0]] if kept else []) + parts[i + 1 :]
+        content = " ".join(p for p in parts if p)
+        return [("Content", content)] + [(a, c) for a, c in attributes if a != "Content"]
+
+    def _target(self, parts: list[str]) -> int:
+        """The subject phrase that colours, sizes and materials describe: the first naming a
+        garment ("a woman in a dress" -> "a dress"), else the first one."""
+        for i, part in enumerate(parts):
+            if self._has("garments", part):
+                return i
+        return 0
+
+    def person_only(self, content: str) -> bool:
+        """The subject is a person and names no garment: a colour is what they wear ("in red")."""
+        return self._has("people", content) and not self._has("garments", content)
+
+    def _split_subject(self, content: str) -> list[str]:
+        cuts = [b.start() for b in self._boundary.finditer(content) if b.start() > 0]
+        return [content[a:b].strip() for a, b in zip([0] + cuts, cuts + [len(content)], strict=True)]
 
     def _head(self, head: str) -> list[tuple[str, str]]:
         """The subject's noun phrase: adjectives of colour, size, material, style come out."""
@@ -369,7 +429,10 @@ class PromptParser:
 
         Content, Style, Background, Size, Color and Perspective hold one value: a new one
         replaces the old (navy replaces red), unless it starts with a refining connective
-        ("and ...", "also ...", "with ...", "+ ...") and then is added. Others collects details;
+        ("and ...", "also ...", "with ...", "+ ...") and then is added. A Content answer
+        replaces the subject only when it repeats every word of it ("a wool coat" for "a coat");
+        otherwise it is shown as well ("a dress and a handbag"): the user's subject is never
+        dropped by an answer about something else. Others collects details;
         a new material replaces an older material, a new pattern an older pattern, and a
         detail already present is not repeated.
         """
@@ -383,6 +446,13 @@ class PromptParser:
             phrase = phrase[refine.end() :].strip()  # "and white trim" -> "white trim"
         if not phrase or phrase.casefold() in existing:
             return
+        if aspect == "Content" and current and not refine:
+            old_words = {w.casefold() for w in _WORD.findall(" ".join(current))}
+            new_words = {w.casefold() for w in _WORD.findall(phrase)}
+            fillers = self._sets.get("articles", set())
+            if not (old_words - fillers) <= new_words:  # not a refinement: the subject stays
+                current.append(phrase)
+                return
         if aspect == "Others":
             for group in ("materials", "patterns"):
                 if self._only(phrase, group, extra=("and",)):
@@ -394,8 +464,10 @@ class PromptParser:
             slots[aspect] = [phrase]
 
     def render(self, slots: Slots) -> str:
-        """One prompt that states every filled slot: adjectives go before the subject
-        ("a long navy silk dress"), everything else follows, comma-separated."""
+        """One prompt that states every filled slot: adjectives go before the subject phrase
+        that takes them ("a long navy silk dress", "a woman in a red dress"; a person with no
+        garment named wears the colour: "a woman in red"), everything else follows,
+        comma-separated. Several Content values are joined with "and"."""
         adjectives: list[str] = []
         after: list[str] = []
         size, color = slots.get("Size", []), slots.get("Color", [])
@@ -410,9 +482,26 @@ class PromptParser:
             plain = self._starts_with(self._boundary, joined) or _no_space_script(joined)
             after.append(joined if plain else f"in {joined}")
         others_after: list[str] = []
+        worn: list[str] = []  # colours and materials of a person with no garment named
+        content = " and ".join(slots.get("Content", []))
+        person = bool(content) and self.person_only(content)
         for o in slots.get("Others", []):
             (adjectives if self.is_pure_material(o) else others_after).append(o)
-        head = _insert_adjectives(" ".join(slots.get("Content", [])), adjectives, self._article)
+        if person:
+            sizes = [a for a in adjectives if a in size]
+            worn = [a for a in adjectives if a not in size]
+            adjectives = sizes
+        parts = self._split_subject(content) if content else [""]
+        if worn:  # right after the person: "a woman in red on a sofa"
+            parts[0] = f"{parts[0]} in {' '.join(worn)}"
+        i = self._target(parts)
+        lead = self._starts_with(self._boundary, parts[i]) if i else None
+        if lead:  # "in a dress" -> "in" + "a red dress"
+            body = _insert_adjectives(parts[i][lead.end() :].strip(), adjectives, self._article)
+            parts[i] = f"{parts[i][: lead.end()]} {body}"
+        else:
+            parts[i] = _insert_adjectives(parts[i], adjectives, self._article)
+        head = " ".join(p for p in parts if p)
         backgrounds = []
         for bg in slots.get("Background", []):
             cue = self._starts_with(self._place_prep, bg) or re.search(
@@ -434,7 +523,11 @@ class PromptParser:
         return {a: ", ".join(v) for a, v in self.parse(prompt).items()}
 
 
+_EMPTY_PAIR = re.compile(r"""(?:«\s*»|“\s*”|„\s*“|"\s*"|'\s*'|「\s*」|『\s*』|\(\s*\)|\[\s*\])""")
+
+
 def _tidy(text: str) -> str:
+    text = _EMPTY_PAIR.sub(" ", text)  # quotes or brackets whose words went to another aspect
     text = re.sub(r"\s+", " ", text).strip(" ,;.")
     return re.sub(r"\s+([,;])", r"\1", text)
 

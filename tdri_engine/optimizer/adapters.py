@@ -53,6 +53,16 @@ def _lora_module_key(key: str) -> tuple[str, str] | None:
     return None
 
 
+def pickled_weights(folder: Path) -> list[Path]:
+    """Pickled weight files in an adapter folder (``.bin``, ``.pt`` ...): refused, never read."""
+    from ..trust import PICKLE_SUFFIXES
+
+    try:
+        return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    except OSError:
+        return []
+
+
 def validate_adapter_dir(path: Path | str, unet: Any = None) -> None:
     """Raise ``AdapterError`` unless ``path`` holds a readable diffusers-format UNet LoRA.
 
@@ -66,6 +76,14 @@ def validate_adapter_dir(path: Path | str, unet: Any = None) -> None:
     if not folder.is_dir():
         raise AdapterError(f"The adapter folder {folder} does not exist.", "Choose another adapter version.")
     if not weights.is_file():
+        pickles = pickled_weights(folder)
+        if pickles:
+            raise AdapterError(
+                f"The adapter in {folder} was refused: its weights {pickles[0].name} are a pickle "
+                f"(loading a pickle can run code), and adapters are read only from {WEIGHTS_NAME}.",
+                "Convert it on a machine you trust (diffusers' save_lora_weights(..., safe_serialization="
+                "True)), or choose another adapter version.",
+            )
         raise AdapterError(
             f"The adapter folder {folder} has no {WEIGHTS_NAME}.",
             "Choose another adapter version, or train again.",
@@ -269,13 +287,15 @@ def active_adapter_dir(store: Any) -> Path | None:
     """The folder the generator should load (``pipe.load_lora_weights``), or None for the base.
 
     A version whose weights file has gone missing gives None rather than failing generation;
-    ``tdri adapters list`` shows it as missing.
+    ``tdri adapters list`` shows it as missing. A folder with only pickled weights is returned,
+    so that loading it refuses it with a message (the round says it ran without it) instead of
+    passing over it in silence.
     """
     version = active_adapter(store)
     if version is None:
         return None
     folder = version_dir(store, version)
-    return folder if (folder / WEIGHTS_NAME).is_file() else None
+    return folder if (folder / WEIGHTS_NAME).is_file() or pickled_weights(folder) else None
 
 
 def _set_active(store: Any, version_id: str | None, scope: str) -> None:
@@ -380,7 +400,9 @@ def describe(store: Any, version: AdapterVersion) -> str:
     """One line for ``tdri adapters list`` and the studio."""
     active = active_version_id(store, version.scope) == version.id
     folder = version_dir(store, version)
-    missing = "" if (folder / WEIGHTS_NAME).is_file() else "  [weights missing]"
+    missing = ""
+    if not (folder / WEIGHTS_NAME).is_file():
+        missing = "  [pickled weights: refused]" if pickled_weights(folder) else "  [weights missing]"
     acc = "-" if version.implicit_accuracy is None else f"{version.implicit_accuracy:.2f}"
     final = f"{version.loss_curve[-1]:.4f}" if version.loss_curve else "-"
     return (

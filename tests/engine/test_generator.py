@@ -266,8 +266,13 @@ def test_a_corrupt_adapter_is_refused_and_the_model_stays_as_it_was(gen, tmp_pat
     broken.mkdir()
     (broken / "pytorch_lora_weights.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(AdapterError) as info:
-        gen.generate("a dress", seed=9, adapter_dir=broken)
+        gen.set_adapter(broken)
     assert "v0002" in info.value.message and info.value.what_to_do
+    # a generation asked to use it makes the image without it, and says so (issue 12 item 6)
+    without = gen.generate("a dress", seed=9, adapter_dir=broken)
+    assert without.adapter is None
+    assert any("v0002" in w and "generated without it" in w for w in without.warnings)
+    assert np.array_equal(_pixels(plain.image), _pixels(without.image))
     after = gen.generate("a dress", seed=9)
     assert np.array_equal(_pixels(plain.image), _pixels(after.image))
 
