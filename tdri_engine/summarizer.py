@@ -447,6 +447,8 @@ class PromptParser:
         if not phrase or phrase.casefold() in existing:
             return
         if aspect == "Content" and current and not refine:
+            # "a model wearing it": "it" is the subject so far
+            phrase = re.sub(r"\b(?:it|them)\b", lambda _m: " ".join(current), phrase, flags=re.IGNORECASE)
             old_words = {w.casefold() for w in _WORD.findall(" ".join(current))}
             new_words = {w.casefold() for w in _WORD.findall(phrase)}
             fillers = self._sets.get("articles", set())

@@ -182,4 +182,8 @@ def test_the_issues_cases_read_as_the_user_meant() -> None:
     )
     assert _run("a woman", [("Color", "red")]) == "a woman in red"
     assert _run("a dress", [("Content", "a handbag")]) == "a dress and a handbag"
+    assert (
+        _run("a dress", [("Color", "red"), ("Content", "a model wearing it")])
+        == "a model wearing a red dress"
+    )
     assert _run("a «retro» poster", [("Color", "teal")]) == "a teal poster, retro"
