@@ -114,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     from tdri_engine.optimizer.trainer import encode_images, encode_prompts, noise_scheduler_for, save_adapter
 
     args = parse_args(argv)
+    from tdri_engine.errors import ModelRefused
+    from tdri_engine.trust import check_folder
+
+    try:  # the trust policy: no code and no pickles from the pipeline folder (README, "Trust policy")
+        check_folder(args.pretrained, "sd15", "generator")
+    except ModelRefused as exc:
+        print(f"error: {exc.message}\nwhat to do: {exc.what_to_do}", file=sys.stderr)
+        return 1
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum
     )
@@ -125,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
-    pipe = DiffusionPipeline.from_pretrained(args.pretrained, local_files_only=True, dtype=weight_dtype)
+    pipe = DiffusionPipeline.from_pretrained(
+        args.pretrained,
+        local_files_only=True,
+        dtype=weight_dtype,
+        use_safetensors=True,
+        trust_remote_code=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     device = accelerator.device
     for name in ("vae", "text_encoder", "text_encoder_2"):

@@ -481,3 +481,22 @@ def test_refine_with_a_broken_active_adapter_makes_its_images_without_it_and_say
     assert record.adapter_version is None
     assert read_provenance(tiny_project.image_path(record)).get("adapter_version") is None
     assert not marker.exists()
+
+
+def test_the_accelerate_training_script_refuses_a_hostile_pipeline_folder(tmp_path: Path, capsys):
+    from tdri_engine.optimizer import accelerate_train
+
+    marker = tmp_path / "marker"
+    _, _, folder, _, _ = _hostile("generator custom pipeline", tmp_path / "models", marker)
+    argv = [
+        "--pretrained",
+        str(folder),
+        "--pairs",
+        str(tmp_path / "pairs.parquet"),
+        "--out",
+        str(tmp_path / "a"),
+    ]
+    assert accelerate_train.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "was refused" in err and "model_index.json names a custom pipeline" in err
+    assert not marker.exists() and not (tmp_path / "a").exists()
