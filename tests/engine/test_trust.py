@@ -19,7 +19,7 @@ import pytest
 
 from tdri_engine.cli import main
 from tdri_engine.errors import BadInput, ModelRefused
-from tdri_engine.models import RoleSpec, check_profile, load_profile
+from tdri_engine.models import RoleSpec, check_profile, load_profile, profile_from_dict
 
 # --------------------------------------------------------------------------------------------
 # hostile folders
@@ -500,3 +500,53 @@ def test_the_accelerate_training_script_refuses_a_hostile_pipeline_folder(tmp_pa
     err = capsys.readouterr().err
     assert "was refused" in err and "model_index.json names a custom pipeline" in err
     assert not marker.exists() and not (tmp_path / "a").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# what images carry out (issue 12 item 6)
+
+
+def test_a_rounds_png_names_its_model_and_carries_no_path_of_this_machine(
+    demo_engine, demo_models, tiny_project
+):
+    from PIL import Image
+
+    from tdri_engine.records import ImageRecord
+
+    session = demo_engine.open_session(tiny_project)
+    session.start("a red dress", seed=5)
+    (record,) = tiny_project.all(ImageRecord)
+    with Image.open(tiny_project.image_path(record)) as im:
+        chunks = dict(im.text)
+    assert chunks["tdri:model"] == "demo/generator"
+    assert json.loads(chunks["tdri:provenance"])["model"] == "demo/generator"
+    for text in chunks.values():
+        assert str(demo_models) not in text and str(Path.home()) not in text
+
+
+@pytest.mark.parametrize(
+    "source, options, expected",
+    [
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", {}, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+        ("/home/alice/models/my-sd15", {}, "my-sd15"),
+        ("~/models/my-sd15/", {}, "my-sd15"),
+        ("/home/alice/models/my-sd15", {"name": "Studio SD 1.5"}, "Studio SD 1.5"),
+    ],
+)
+def test_the_model_an_image_records_is_a_name(source: str, options: dict, expected: str, tmp_path: Path):
+    from tdri_engine.models import model_name
+    from tdri_engine.store import save_png
+
+    profile = profile_from_dict(
+        {"roles": {"generator": {"kind": "sd15", "source": source, "options": options}}}
+    )
+    assert model_name(profile, "generator") == expected
+    # and a record that still holds a path (made before this rule) is cut to the name in the PNG
+    from PIL import Image
+
+    out = tmp_path / "x.png"
+    save_png(out, Image.new("RGB", (4, 4)), {"model": source, "source_path": "/home/alice/Pictures/coat.jpg"})
+    with Image.open(out) as im:
+        text = dict(im.text)
+    assert "/home/alice" not in text["tdri:model"] and "alice" not in text["tdri:provenance"]
+    assert json.loads(text["tdri:provenance"])["source_path"] == "coat.jpg"
