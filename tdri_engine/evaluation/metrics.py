@@ -28,7 +28,6 @@ Intervals: percentile bootstrap over sessions (resampling sessions with replacem
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,12 +100,14 @@ def bootstrap_ci(
     m = mean(vals)
     if len(vals) == 1:
         return m, m, m
-    rng = random.Random(seed)
-    n = len(vals)
-    means = sorted(sum(rng.choice(vals) for _ in range(n)) / n for _ in range(samples))
+    import numpy as np
+
+    arr = np.asarray(vals, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(arr), size=(samples, len(arr)))
+    means = np.sort(arr[idx].mean(axis=1))
     lo_i = int(math.floor((1 - level) / 2 * samples))
     hi_i = min(samples - 1, int(math.ceil((1 + level) / 2 * samples)) - 1)
-    return m, means[lo_i], means[hi_i]
+    return m, float(means[lo_i]), float(means[hi_i])
 
 
 def overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
