@@ -242,7 +242,7 @@ class EvalRun:
             import dataclasses
 
             main = self.engine()
-            other = load_profile(vlm_profile)
+            other = load_profile(key)
             roles = dict(main.profile.roles) | {"vlm": other.spec("vlm")}
             swapped = dataclasses.replace(
                 main.profile, roles=roles, name=f"{main.profile.name}+vlm:{vlm_profile}"
@@ -509,7 +509,8 @@ class EvalRun:
     def run(self, *, resume: bool = False, report: bool = True) -> dict[str, Any]:
         """Run every session not yet in the JSONL; then (main process) write the report.
         Returns {"ran", "skipped", "report"}."""
-        self.prepare_out(resume)
+        if self.procs.is_main:  # one process checks and writes run.json; the others wait for it
+            self.prepare_out(resume)
         self.procs.wait()
         done = {(r["condition"], r["target"]) for r in read_sessions(self.out)}
         targets = self.targets()

@@ -92,7 +92,7 @@ def world_targets(n: int, *, seed: int = 0, size: tuple[int, int] = (64, 64), st
 
     if n < 1:
         raise BadInput(f"--targets must be at least 1, got {n}.", "Ask for one or more targets.")
-    out = []
+    out: list[Target] = []
     for s in splits.sample("heldout", n, seed=seed, start=start):
         rec = s.record
         image = world.render(rec, seed=s.seed, size=size)
