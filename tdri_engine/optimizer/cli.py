@@ -160,7 +160,7 @@ def _scope(args: argparse.Namespace) -> int:
 
     with _open(args.project) as store:
         set_adapter_scope(store, args.scope)
-        print(f"{store.name} now generates with the {args.scope} adapter.")
+        print(f"{terminal_safe(store.name)} now generates with the {args.scope} adapter.")
     return 0
 
 

@@ -269,6 +269,8 @@ def test_a_hand_edited_name_with_escapes_cannot_take_over_the_terminal(earlier: 
     pj.write_text(json.dumps(doc), encoding="utf-8")
     code, out, _ = run_cli(["project", "info", str(earlier)], capsys)
     assert code == 0 and "Project:  \\x1b[2J\\x1b]0;pwned\\x07\\u202eevil" in out
+    code, out, _ = run_cli(["adapters", "scope", "project", "--project", str(earlier)], capsys)
+    assert code == 0 and out.startswith("\\x1b[2J\\x1b]0;pwned")  # run_cli found no raw escape
     doc["name"] = "Earlier"
     pj.write_text(json.dumps(doc), encoding="utf-8")
     assert_intact(earlier)
