@@ -446,6 +446,10 @@ class Generator:
         self._pipes: dict[str, Any] = {}
         self._adapter_dir: Path | None = None
         self._offloaded: str | None = None
+        # The ControlNet LoRA (eq. 9) pose-conditioned generations use: the session sets the
+        # wanted folder; it is loaded onto the ControlNet when a ControlNet mode runs.
+        self.controlnet_adapter_dir: Path | None = None
+        self._controlnet_adapter_loaded: Path | None = None
 
     # -- pipelines ---------------------------------------------------------------------------
 
@@ -541,6 +545,38 @@ class Generator:
     def adapter_version(self) -> str | None:
         return self._adapter_dir.name if self._adapter_dir else None
 
+    def _sync_controlnet_adapter(self, controlnet: Any) -> None:
+        """Load ``controlnet_adapter_dir`` onto the ControlNet (or take the loaded one off) when
+        it changed; safetensors only. Raises ``AdapterError``, leaving the ControlNet without one."""
+        target = Path(self.controlnet_adapter_dir).resolve() if self.controlnet_adapter_dir else None
+        if target == self._controlnet_adapter_loaded:
+            return
+        if self._controlnet_adapter_loaded is not None:
+            controlnet.delete_adapters("tdri_controlnet")
+            self._controlnet_adapter_loaded = None
+        if target is None:
+            return
+        from .optimizer.adapters import CONTROLNET_WEIGHTS_NAME, validate_controlnet_adapter_dir
+
+        try:
+            validate_controlnet_adapter_dir(target)
+            controlnet.load_lora_adapter(
+                str(target),
+                weight_name=CONTROLNET_WEIGHTS_NAME,
+                prefix=None,
+                use_safetensors=True,
+                adapter_name="tdri_controlnet",
+            )
+        except Exception as exc:
+            if "tdri_controlnet" in (getattr(controlnet, "peft_config", None) or {}):
+                controlnet.delete_adapters("tdri_controlnet")
+            why = exc.message if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
+            raise AdapterError(
+                f"The ControlNet LoRA {target.name} could not be loaded ({why}).",
+                "Activate another version (`tdri adapters activate`), or train again.",
+            ) from exc
+        self._controlnet_adapter_loaded = target
+
     # -- generation --------------------------------------------------------------------------
 
     def encode(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeds:
@@ -600,6 +636,12 @@ class Generator:
             self.set_adapter(None)
             adapter_notes.append(f"{exc.message} This image was generated without it. {exc.what_to_do}")
         pipe = self.pipeline(mode)
+        if mode.startswith("controlnet"):
+            try:
+                self._sync_controlnet_adapter(pipe.controlnet)
+            except AdapterError as exc:
+                self.controlnet_adapter_dir = None  # made without it, and said so
+                adapter_notes.append(f"{exc.message} This image was generated without it. {exc.what_to_do}")
         self._ready(mode, pipe)
 
         neg = s.negative_prompt if negative_prompt is None else negative_prompt

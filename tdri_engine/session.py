@@ -246,16 +246,19 @@ class Engine:
     def train(
         self, store: Any, *, cancel: CancelToken | None = None, on_event: EventSink | None = None
     ) -> Any:
-        """One preference-optimisation update of the project's LoRA (the optimizer's run_update)."""
+        """One preference-optimisation update of the project's LoRA (the optimizer's run_update),
+        configured by the project's ``dpo_*`` settings (learning rate, steps, lambda, ControlNet)."""
         run_update = _optional("tdri_engine.optimizer.trainer", "run_update")
-        if run_update is None:
+        config_from_settings = _optional("tdri_engine.optimizer.trainer", "config_from_settings")
+        if run_update is None or config_from_settings is None:
             raise TdriError(
                 "This build has no preference optimizer (tdri_engine.optimizer.trainer).",
                 "Install the complete TDRI engine to train adapters.",
                 kind="training",
             )
         settings, _ = self.session_settings(store.settings)
-        return run_update(store, self.registry, settings, cancel=cancel, on_event=on_event)
+        config = config_from_settings(settings)
+        return run_update(store, self.registry, settings, config=config, cancel=cancel, on_event=on_event)
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,6 +455,9 @@ class RefinementSession:
     def _generator(self) -> Any:
         gen = self.engine.generator
         gen.settings = self.settings  # the engine's generator serves this session's settings now
+        # the project's active ControlNet LoRA (eq. 9), loaded when a round runs with the pose
+        active_cn = _optional("tdri_engine.optimizer.adapters", "active_controlnet_adapter_dir")
+        gen.controlnet_adapter_dir = active_cn(self.store) if active_cn is not None else None
         return gen
 
     # -- the rounds ----------------------------------------------------------------------------

@@ -78,6 +78,19 @@ class EngineSettings:
         },
     )
     use_attend_excite: bool = field(default=True, metadata={"help": "rescue neglected subjects"})
+    # AO: the Diffusion-DPO update (eq. 7, 9); the optimizer's DPOConfig is built from these
+    dpo_lr: float = field(default=1e-4, metadata={"help": "learning rate of a DPO update"})
+    dpo_steps: int = field(default=40, metadata={"help": "optimizer steps of a DPO update"})
+    dpo_lambda_ae: float = field(
+        default=0.0,
+        metadata={"help": "weight lambda of L_AE in L = L_DPO + lambda L_AE (eq. 9); 0: DPO only"},
+    )
+    dpo_train_controlnet: bool = field(
+        default=False,
+        metadata={
+            "help": "tune a LoRA on the pose ControlNet (eq. 9) instead of the UNet; rounds with a pose use it"
+        },
+    )
     # runtime
     device: str = field(default="auto", metadata={"help": "'auto', 'cuda', 'mps' or 'cpu'"})
     dtype: str = field(default="auto", metadata={"help": "'auto', 'fp16', 'bf16' or 'fp32'"})
@@ -117,6 +130,12 @@ class EngineSettings:
             problems.append("ae_threshold must be in [0, 1] (or empty for the profile's)")
         if self.update_every < 2:
             problems.append("update_every must be at least 2")
+        if not 0 < self.dpo_lr < 1:
+            problems.append("dpo_lr must be in (0, 1)")
+        if self.dpo_steps < 1:
+            problems.append("dpo_steps must be >= 1")
+        if self.dpo_lambda_ae < 0:
+            problems.append("dpo_lambda_ae must be >= 0")
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):
             problems.append("device must be auto, cuda, cuda:N, mps or cpu")
         if self.dtype not in ("auto", "fp16", "bf16", "fp32"):

@@ -298,6 +298,63 @@ def active_adapter_dir(store: Any) -> Path | None:
     return folder if (folder / WEIGHTS_NAME).is_file() or pickled_weights(folder) else None
 
 
+# ControlNet LoRAs (eq. 9 tunes the pose ControlNet) form their own line of versions beside the
+# UNet's: the project meta ``active_controlnet_adapter`` names the one that pose-conditioned
+# rounds load onto the ControlNet, so a project can use a UNet LoRA and a ControlNet LoRA at
+# once. ControlNet tuning is per project (the user scope's generalised adapter is a UNet LoRA).
+CONTROLNET_ACTIVE_META = "active_controlnet_adapter"
+
+
+def is_controlnet_version(folder: Path) -> bool:
+    """True for a version folder holding a ControlNet LoRA (and no UNet LoRA)."""
+    folder = Path(folder)
+    return (folder / CONTROLNET_WEIGHTS_NAME).is_file() and not (folder / WEIGHTS_NAME).is_file()
+
+
+def validate_controlnet_adapter_dir(path: Path | str) -> None:
+    """Raise ``AdapterError`` unless ``path`` holds a readable ControlNet LoRA (safetensors,
+    LoRA down/up weights only, finite values)."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(path) / CONTROLNET_WEIGHTS_NAME
+    if not weights.is_file():
+        raise AdapterError(
+            f"The adapter folder {path} has no {CONTROLNET_WEIGHTS_NAME}.",
+            "Choose another adapter version, or train again.",
+        )
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterError(
+            f"The adapter file {weights} is not a readable safetensors file ({exc}).",
+            "The file is damaged: choose another version.",
+        ) from exc
+    foreign = [k for k in tensors if not k.endswith(".alpha") and _lora_module_key(k) is None]
+    if not tensors or foreign:
+        raise AdapterError(
+            f"The file {weights} is not a ControlNet LoRA (keys like {', '.join((foreign or ['none'])[:3])}).",
+            "Use an adapter trained by TDRI Studio with ControlNet tuning.",
+        )
+    if not all(bool(torch.isfinite(t.float()).all()) for t in tensors.values()):
+        raise AdapterError(
+            f"The adapter {weights} holds NaN or infinite values.", "This version diverged: train again."
+        )
+
+
+def active_controlnet_adapter_dir(store: Any) -> Path | None:
+    """The ControlNet LoRA folder pose-conditioned rounds load, or None (the ControlNet as shipped)."""
+    vid = store.get_meta(CONTROLNET_ACTIVE_META, None)
+    if not vid:
+        return None
+    for v in list_versions(store, "project"):
+        if v.id == vid:
+            folder = version_dir(store, v)
+            return folder if (folder / CONTROLNET_WEIGHTS_NAME).is_file() else None
+    return None
+
+
 def _set_active(store: Any, version_id: str | None, scope: str) -> None:
     if scope == "project":
         store.set_meta("active_adapter", version_id)
@@ -320,9 +377,16 @@ def activate(
     sc = _scope_of(store, scope)
     if version_id is None:
         _set_active(store, None, sc)
+        if sc == "project":
+            store.set_meta(CONTROLNET_ACTIVE_META, None)  # the base model: the ControlNet as shipped too
         return None
     version = get_version(store, version_id, sc)
-    validate_adapter_dir(version_dir(store, version), unet)
+    folder = version_dir(store, version)
+    if sc == "project" and is_controlnet_version(folder):  # the ControlNet's line of versions
+        validate_controlnet_adapter_dir(folder)
+        store.set_meta(CONTROLNET_ACTIVE_META, version.id)
+        return version
+    validate_adapter_dir(folder, unet)
     _set_active(store, version.id, sc)
     return version
 

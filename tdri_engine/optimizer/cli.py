@@ -1,6 +1,7 @@
 """``tdri train``, ``tdri adapters ...`` and ``tdri export pairs``.
 
-tdri train --project DIR [--steps N] [--scope project|user] [--profile NAME]
+tdri train --project DIR [--steps N] [--lr X] [--lambda-ae X] [--controlnet] [--scope project|user]
+           [--profile NAME]
 tdri adapters list|rollback --project DIR [--scope project|user]
 tdri adapters activate VERSION --project DIR [--scope project|user]   (VERSION "base": none)
 tdri adapters scope project|user --project DIR
@@ -27,12 +28,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and activates it unless it looks suspect (loss spike, falling implicit accuracy).",
     )
     train.add_argument("--project", required=True, type=Path, help="project folder")
-    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 40)")
+    train.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: the project's dpo_steps)"
+    )
     train.add_argument("--scope", choices=("project", "user"), default=None, help="default: the project's")
     train.add_argument("--profile", default=None, help="model profile (default: the project's)")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the project's dpo_lr)")
     train.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 4)")
     train.add_argument("--rank", type=int, default=None, help="LoRA rank of a first version (default: 8)")
+    train.add_argument(
+        "--lambda-ae",
+        type=float,
+        default=None,
+        metavar="X",
+        help="weight of L_AE in L = L_DPO + lambda L_AE (eq. 9; default: the project's dpo_lambda_ae)",
+    )
+    train.add_argument(
+        "--controlnet",
+        action="store_true",
+        default=None,
+        help="tune a LoRA on the pose ControlNet instead of the UNet (eq. 9); rounds with a pose load it",
+    )
     train.set_defaults(func=_train)
 
     adapters = subparsers.add_parser("adapters", help="list, activate or roll back adapter versions")
@@ -81,22 +97,19 @@ def _train(args: argparse.Namespace) -> int:
     from ..events import AdapterReady, TrainingProgress, Warning_
     from ..models import ModelRegistry, load_profile
     from .adapters import adapter_scope
-    from .dpo import DPOConfig
-    from .trainer import run_update
+    from .trainer import config_from_settings, run_update
 
     with _open(args.project) as store:
         settings = store.settings
-        changes = {
-            k: v
-            for k, v in (
-                ("steps", args.steps),
-                ("lr", args.lr),
-                ("batch_size", args.batch_size),
-                ("rank", args.rank),
-            )
-            if v is not None
-        }
-        config = DPOConfig(**changes)
+        config = config_from_settings(
+            settings,
+            steps=args.steps,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            rank=args.rank,
+            lambda_ae=args.lambda_ae,
+            train_controlnet=args.controlnet,
+        )
         scope = args.scope or adapter_scope(store)
         registry = ModelRegistry(
             load_profile(args.profile or store.profile),
@@ -168,6 +181,7 @@ def _export_pairs(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from .export import export_pairs
+    from .schedule import left_out_choices
 
     out = args.out
     if out is not None:  # checked before any project opens: an export never replaces their files
@@ -179,9 +193,12 @@ def _export_pairs(args: argparse.Namespace) -> int:
             out = stores[0].exports_dir / f"pairs-{stamp}.{args.format}"
         skipped: list[str] = []
         n = export_pairs(stores, out, args.format, skipped=skipped)
+        both_bad = sum(left_out_choices(store)[1] for store in stores)
     for line in skipped:
         print(f"skipped {terminal_safe(line)}", file=sys.stderr)
     print(f"Wrote {n} pairs to {terminal_safe(out)}")
+    if both_bad:
+        print(f"Left out {both_bad} 'both bad' choice{'s' if both_bad != 1 else ''}: they name no winner.")
     return 0
 
 

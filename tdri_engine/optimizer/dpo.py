@@ -499,9 +499,9 @@ def dpo_objective(
         from .attend_excite import attend_excite_loss
 
         maps = ae_store.aggregate()  # (N, h, w, K), float32
-        ae = torch.stack(
-            [attend_excite_loss(maps[i], idx) for i, idx in enumerate(batch.token_indices) if idx]
-        ).mean()
+        terms = [attend_excite_loss(maps[i], idx) for i, idx in enumerate(batch.token_indices) if idx]
+        # a batch whose prompts name no subject noun has nothing to excite: its L_AE is 0
+        ae = torch.stack(terms).mean() if terms else maps.new_zeros(())
         out.ae_loss = ae
         out.loss = loss + lambda_ae * ae
     return out

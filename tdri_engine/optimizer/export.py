@@ -1,9 +1,12 @@
 """Preference pairs in the columns public Diffusion-DPO training code reads (Pick-a-Pic).
 
-Columns (one row per pair; "both bad" is no pair and is left out):
+Columns (one row per pair; "both bad" names no winner and has no label, so it is left out, and
+``tdri export pairs`` says how many were):
 
 ==========  ==================================================================================
-caption     the prompt the two images answer
+caption     the prompt the two images were made from; the winner's when they differ (a choice
+            across rounds), the prompt recorded with the choice for a tie across prompts
+            (``schedule.pair_prompt``: the prompt the studio's own update trains the pair with)
 jpg_0       the left image. Parquet: JPEG bytes (quality 95), as Pick-a-Pic stores them.
             JSONL: the JPEG's path relative to the JSONL file (files in ``<name>_images/``)
 jpg_1       the right image, likewise
@@ -30,6 +33,7 @@ from typing import Any
 
 from ..errors import BadInput, TdriError
 from ..records import PreferencePair
+from .schedule import pair_prompt
 
 COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0", "pair_id", "project")
 FORMATS = ("parquet", "jsonl")
@@ -118,7 +122,7 @@ def _write_parquet(stores: list[Any], tmp: Path, skipped: list[str] | None) -> i
                     v.clear()
 
         for store, pair, left, right in _rows(stores, skipped):
-            batch["caption"].append(pair.prompt)
+            batch["caption"].append(pair_prompt(store, pair)[0])
             batch["jpg_0"].append(left)
             batch["jpg_1"].append(right)
             batch["label_0"].append(float(pair.label_0))
@@ -145,7 +149,7 @@ def _write_jsonl(stores: list[Any], tmp: Path, out: Path, skipped: list[str] | N
                     (staging / name).write_bytes(data)
                     names.append(f"{images_dir.name}/{name}")
                 row = {
-                    "caption": pair.prompt,
+                    "caption": pair_prompt(store, pair)[0],
                     "jpg_0": names[0],
                     "jpg_1": names[1],
                     "label_0": float(pair.label_0),

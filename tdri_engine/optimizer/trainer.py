@@ -36,7 +36,7 @@ from .dpo import (
     attach_lora,
     detach_lora,
 )
-from .schedule import decisive_pairs, trainable_pairs
+from .schedule import decisive_pairs, left_out_choices, pair_prompt, trainable_pairs
 
 ENCODE_BATCH = 8
 
@@ -87,6 +87,22 @@ def noise_scheduler_for(pipe: Any) -> Any:
     return pipe.scheduler
 
 
+def config_from_settings(settings: Any, **changes: Any) -> DPOConfig:
+    """The update's ``DPOConfig`` from a project's settings (``dpo_*`` fields), then ``changes``.
+
+    Settings written before those fields existed give the ``DPOConfig`` defaults.
+    """
+    from_settings = {
+        "lr": getattr(settings, "dpo_lr", None),
+        "steps": getattr(settings, "dpo_steps", None),
+        "lambda_ae": getattr(settings, "dpo_lambda_ae", None),
+        "train_controlnet": getattr(settings, "dpo_train_controlnet", None),
+    }
+    values = {k: v for k, v in from_settings.items() if v is not None}
+    values.update({k: v for k, v in changes.items() if v is not None})
+    return DPOConfig(**values)
+
+
 def _oom_error(config: DPOConfig, what: str) -> OutOfMemory:
     tips = []
     if config.batch_size > 1:
@@ -132,16 +148,6 @@ def _gather(store: Any, scope: str, opened: list[Any]) -> list[PairRef]:
             if ad.user_pair_key(other, pair) not in used:
                 out.append(PairRef(other, pair))
     return out
-
-
-def _count_choices(store: Any) -> tuple[int, int]:
-    from ..records import Choice
-
-    pairs = store.all(PreferencePair)
-    return (
-        sum(p.choice == Choice.TIE.value for p in pairs),
-        sum(p.choice == Choice.BOTH_BAD.value for p in pairs),
-    )
 
 
 def image_tensor(image: Any, width: int, height: int) -> Any:
@@ -229,7 +235,10 @@ def build_pair_tensors(
     on_event: EventSink = ignore_events,
     cancel: CancelToken | None = None,
 ) -> tuple[PairTensors, list[PairRef]]:
-    """Encode the usable pairs; a pair whose image is missing is skipped with a warning."""
+    """Encode the usable pairs; a pair whose image is missing is skipped with a warning.
+
+    Each pair is conditioned on the prompt its images were made from (``schedule.pair_prompt``).
+    """
     import torch
 
     from .attend_excite import subject_token_indices
@@ -264,10 +273,11 @@ def build_pair_tensors(
     )
     lat = encode_images(pipe.vae, torch.stack(winners + losers), vae_gen)
     n = len(kept)
-    embeds, added = encode_prompts(pipe, [ex.pair.prompt for ex in kept], width, height)
+    prompts = [pair_prompt(ex.store, ex.pair)[0] for ex in kept]  # the images' own prompts
+    embeds, added = encode_prompts(pipe, prompts, width, height)
     tokens = None
     if with_tokens:
-        tokens = [subject_token_indices(pipe.tokenizer, ex.pair.prompt) for ex in kept]
+        tokens = [subject_token_indices(pipe.tokenizer, prompt) for prompt in prompts]
     data = PairTensors(
         latents_w=lat[:n],
         latents_l=lat[n:],
@@ -420,7 +430,7 @@ def run_update(
     those cases nothing is written and the UNet is as it was.
     """
 
-    config = config or DPOConfig()
+    config = config or config_from_settings(settings)
     emit = on_event or ignore_events
     if scope not in ad.SCOPES:
         raise TrainingError(f"Unknown adapter scope {scope!r}.", "Use 'project' or 'user'.")
@@ -449,7 +459,7 @@ def _run_update(
 
     examples = _gather(store, scope, opened)
     if len(examples) < config.min_pairs:
-        ties, both_bad = _count_choices(store)
+        ties, both_bad = left_out_choices(store)
         extra = []
         if ties:
             extra.append(f"{ties} tie{'s' if ties != 1 else ''}")
@@ -473,7 +483,16 @@ def _run_update(
     owner = controlnet if config.train_controlnet else pipe.unet
     width, height = training_size(pipe, examples, int(settings.width), int(settings.height))
 
-    parent = ad.active_adapter(store, scope)
+    if config.train_controlnet and scope != "project":
+        raise TrainingError(
+            "ControlNet tuning is per project: the user's generalised adapter is a UNet LoRA.",
+            "Switch the project to its own adapters (`tdri adapters scope project`), or train without --controlnet.",
+        )
+    if config.train_controlnet:  # the ControlNet's own line of versions
+        cn_vid = store.get_meta(ad.CONTROLNET_ACTIVE_META, None)
+        parent = next((v for v in ad.list_versions(store, "project") if v.id == cn_vid), None)
+    else:
+        parent = ad.active_adapter(store, scope)
     parent_dir = ad.version_dir(store, parent) if parent is not None else None
     if parent is not None and parent_dir is not None:
         pmeta = ad.read_meta(parent_dir).get("config", {})
@@ -536,6 +555,8 @@ def _run_update(
 
         result = trainer.train(data, step_callback=on_step)
         suspect, why = _verdict(result, config)
+        ties_left, both_bad_left = left_out_choices(store)
+        differing = sum(pair_prompt(ex.store, ex.pair)[1] for ex in kept)
         vid = ad.next_version_id(store, scope)
         root = ad.versions_root(store, scope)
         acc_after = result.eval_after[1] if result.eval_after else result.final_accuracy
@@ -545,6 +566,11 @@ def _run_update(
             "scope": scope,
             "pairs_used": len(kept),
             "pair_ids": [ex.pair.id for ex in kept],
+            # what was not trained and why (schedule's module docstring)
+            "ties_left_out": ties_left,
+            "both_bad_left_out": both_bad_left,
+            "pairs_with_two_prompts": differing,
+            "prompt_rule": "the images' own prompt; the winner's when the two differ",
             "steps": result.steps_done,
             "loss_curve": result.loss_curve,
             "accuracy_curve": result.accuracy_curve,
@@ -615,9 +641,25 @@ def _run_update(
     if suspect:
         message = f"Adapter {vid} is suspect: {why}. The previous version stays active; inspect or delete it."
     elif config.train_controlnet:
-        message = f"ControlNet adapter {vid} saved (not activated: the generator loads UNet adapters)."
+        ad.activate(store, vid, scope=scope)
+        message = (
+            f"ControlNet adapter {vid} trained on {len(kept)} pairs and activated: "
+            "rounds with a pose load it onto the pose ControlNet."
+        )
     else:
         ad.activate(store, vid, scope=scope)
         message = f"Adapter {vid} trained on {len(kept)} pairs and activated."
+    left_out = []
+    if ties_left:
+        left_out.append(f"{ties_left} tie{'s' if ties_left != 1 else ''}")
+    if both_bad_left:
+        left_out.append(f"{both_bad_left} 'both bad'")
+    if left_out:
+        message += f" Not trained on: {' and '.join(left_out)} (they name no winner)."
+    if differing:
+        message += (
+            f" {differing} pair{'s' if differing != 1 else ''} compared images made from different "
+            "prompts: trained with the winner's prompt."
+        )
     emit(AdapterReady(vid, suspect=suspect, message=message))
     return version

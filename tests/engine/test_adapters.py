@@ -202,9 +202,12 @@ def test_cli_trains_lists_and_rolls_back(tiny_sd_dir, tiny_project, capsys, monk
     assert "* v0001  ok" in capsys.readouterr().out
     assert cli.main(["adapters", "rollback", "--project", str(path)]) == 0
     assert "none (base model)" in capsys.readouterr().out
-    # the rolled-back version's pairs train again; after that nothing is new
-    assert cli.main(["train", "--project", str(path), "--steps", "1"]) == 0
+    # the rolled-back version's pairs train again, here with L = L_DPO + lambda L_AE and
+    # gradient checkpointing on (the default); after that nothing is new
+    assert cli.main(["train", "--project", str(path), "--steps", "1", "--lambda-ae", "0.5"]) == 0
     assert "v0002: ok, 2 pairs" in capsys.readouterr().out
+    config = json.loads((path / "loras" / "v0002" / "meta.json").read_text())["config"]
+    assert config["lambda_ae"] == 0.5 and config["grad_checkpointing"] and not config["train_controlnet"]
     assert cli.main(["train", "--project", str(path), "--steps", "1"]) == 1
     err = capsys.readouterr().err
     assert "error: No update: 0 new preference pairs where 2 are needed." in err

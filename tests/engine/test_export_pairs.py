@@ -128,3 +128,33 @@ def test_exported_pairs_train_an_adapter_with_the_accelerate_script(annotated, t
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
     validate_adapter_dir(out, pipe.unet)
     pipe.load_lora_weights(str(out))
+
+
+def test_a_pair_is_exported_with_the_prompt_its_images_were_made_from(project, tmp_path, capsys):
+    """The choice records the dialogue's latest prompt; the caption is the images' own prompt,
+    the winner's when the two were made from different prompts (what the update trains with)."""
+    images = {
+        name: project.add_image(_image(value), ImageRecord(prompt=prompt)).id
+        for name, value, prompt in (
+            ("a", 10, "a coat"),
+            ("b", 30, "a coat"),
+            ("c", 50, "a dress"),
+            ("d", 70, "a red dress"),
+        )
+    }
+    latest = "a red dress on a beach"
+    project.put_many(
+        [
+            PreferencePair(prompt=latest, image_left=images["a"], image_right=images["b"], choice="left"),
+            PreferencePair(prompt=latest, image_left=images["c"], image_right=images["d"], choice="right"),
+            PreferencePair(prompt=latest, image_left=images["a"], image_right=images["c"], choice="both_bad"),
+        ]
+    )
+    out = tmp_path / "pairs.jsonl"
+    assert (
+        cli.main(["export", "pairs", "--project", str(project.path), "--format", "jsonl", "--out", str(out)])
+        == 0
+    )
+    assert "Left out 1 'both bad' choice: they name no winner." in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["caption"] for r in rows) == ["a coat", "a red dress"]
