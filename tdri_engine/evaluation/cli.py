@@ -55,6 +55,13 @@ def register(sub: Any) -> None:
     )
     ev.add_argument("--augmenter", default="auto", choices=("auto", "llm", "rules"))
     ev.add_argument("--no-pose", action="store_true", help="run without the round-0 pose constraint")
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an engine setting for every condition, e.g. --set dpo_steps=20 (JSON values; repeatable)",
+    )
     ev.add_argument("--report-only", action="store_true", help="rewrite the report from DIR's sessions")
     ev.set_defaults(func=_eval)
 
@@ -72,6 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     from .runner import WORLD, EvalConfig, EvalRun
 
+    settings = _settings(args.set)
     source = args.targets_from
     if source != WORLD:
         source = str(Path(source).resolve())
@@ -93,6 +101,7 @@ def _eval(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         augmenter=args.augmenter,
         use_pose=not args.no_pose,
+        settings=settings,
     )
     config.check()  # bad arguments cost nothing: before any model loads
     run = EvalRun(config)
@@ -102,3 +111,29 @@ def _eval(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs, values read as JSON (``true``, ``20``, ``"x"``) or else as text;
+    checked against EngineSettings before any model loads."""
+    import json
+
+    from ..errors import BadInput
+    from ..settings import EngineSettings
+
+    out: dict[str, Any] = {}
+    known = set(EngineSettings().to_dict())
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise BadInput(
+                f"--set {item!r} is not KEY=VALUE with a known setting.",
+                f"Settings: {', '.join(sorted(known))}.",
+            )
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    EngineSettings().replace(**out)  # BadInput now, naming the bad value
+    return out

@@ -563,4 +563,6 @@ def command_line(config: EvalConfig, profile: str) -> str:
             parts += [flag, str(value)]
     if not c.use_pose:
         parts.append("--no-pose")
+    for key, value in sorted(c.settings.items()):
+        parts += ["--set", f"{key}={json.dumps(value)}"]
     return " ".join(shlex.quote(p) for p in parts)

@@ -140,6 +140,8 @@ def test_cli_refuses_bad_arguments_before_any_model_loads(tmp_path: Path, capsys
         (["--rounds", "0"], "--rounds"),
         (["--conditions", "tdri,nonsense"], "Unknown condition"),
         (["--threshold", "2"], "--threshold"),
+        (["--set", "nonsense=1"], "KEY=VALUE"),
+        (["--set", "steps=0"], "steps must be"),
     ):
         assert cli.main(["eval", "--out", str(tmp_path / "x"), *argv]) == 1
         assert said in capsys.readouterr().err
