@@ -185,6 +185,14 @@ def check_output_path(out: Path | str, what: str = "--out", *, also: tuple[Path,
                 "Give a file name inside that folder.",
                 kind="bad-path",
             )
+        existing = next((p for p in resolved.parents if p.exists()), None)
+        if existing is not None and not existing.is_dir():  # the write would fail after the work
+            raise BadInput(
+                f"{what} {terminal_safe(str(target))} lies under {terminal_safe(str(existing))}, "
+                "which is a file, not a folder.",
+                "Choose an output path in a folder.",
+                kind="bad-path",
+            )
         project = project_root_of(resolved.parent if not resolved.is_dir() else resolved)
         if project is None:
             continue

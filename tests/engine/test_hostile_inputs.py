@@ -336,6 +336,14 @@ def _bad_paths(earlier: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]
             ["generate", "--prompt", "a coat", "--out", str(earlier / "images" / "new.png")],
             "inside the project",
         ),
+        "generate under a file": (
+            ["generate", "--prompt", "a coat", "--out", str(a_file / "new.png")],
+            "which is a file, not a folder",
+        ),
+        "pairs under a file": (
+            ["export", "pairs", "--project", str(earlier), "--out", str(a_file / "sub" / "p.parquet")],
+            "which is a file, not a folder",
+        ),
         "generate onto project.json": (
             ["generate", "--prompt", "a coat", "--out", str(earlier / "project.json")],
             "inside the project",
@@ -365,6 +373,8 @@ BAD_PATH_CASES = [
     "generate into images",
     "generate onto project.json",
     "refine project name too long",
+    "generate under a file",
+    "pairs under a file",
 ]
 
 
