@@ -42,6 +42,16 @@ def register(sub: Any) -> None:
     train.add_argument("--n-heldout", type=int, default=2000, help="held-out renderings")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train.set_defaults(func=_train)
+    ev = wsub.add_parser(
+        "eval", help="held-out figures of each role's latest checkpoint in a training folder"
+    )
+    ev.add_argument("--out", required=True, type=Path, help="the folder `tdri world train` wrote")
+    ev.add_argument("--only", default="judge,clip", help="comma-separated roles (default judge,clip)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--n-train", type=int, default=12000, help="as given to train (finds the data hash)")
+    ev.add_argument("--n-heldout", type=int, default=2000, help="held-out renderings")
+    ev.add_argument("--figures", type=Path, default=None, help="also write the figures to this JSON file")
+    ev.set_defaults(func=_eval)
     world.set_defaults(func=lambda args: world.print_help() or 2)
 
 
@@ -81,14 +91,9 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import data
     from .recipe import RunConfig, train_role
-    from .roles import DEFAULT_LR, DEFAULT_STEPS, ROLES, make_role
+    from .roles import DEFAULT_LR, DEFAULT_STEPS, TRAIN_SPLIT, make_role
 
-    roles = [r.strip() for r in args.only.split(",") if r.strip()]
-    unknown = [r for r in roles if r not in ROLES]
-    if unknown or not roles:
-        raise BadInput(
-            f"Unknown role(s): {', '.join(unknown) or '(none)'}.", f"Use --only with: {', '.join(ROLES)}."
-        )
+    roles = _roles(args.only)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda was asked for, but torch sees no GPU here.", "Use --device cpu.")
     if args.device == "cuda":
@@ -108,12 +113,15 @@ def _train(args: argparse.Namespace) -> int:
         return show
 
     t0 = time.monotonic()
-    train = data.build("train", args.n_train, args.seed, 64, cache, rendering("train"))
+    sets = {
+        split: data.build(split, args.n_train, args.seed, 64, cache, rendering(split))
+        for split in sorted({TRAIN_SPLIT[r] for r in roles})
+    }
     heldout = data.build("heldout", args.n_heldout, args.seed, 64, cache, rendering("heldout"))
     sys.stderr.write("\n")
     summary = {"render_s": round(time.monotonic() - t0, 1), "roles": {}}
     for name in roles:
-        role = make_role(name, train, heldout, args.seed)
+        role = make_role(name, sets[TRAIN_SPLIT[name]], heldout, args.seed)
         steps = args.steps or DEFAULT_STEPS[name]
         result = train_role(role, RunConfig(steps=steps, seed=args.seed, lr=DEFAULT_LR[name]), out)
         summary["roles"][name] = {
@@ -124,4 +132,58 @@ def _train(args: argparse.Namespace) -> int:
         aspects = ", ".join(f"{a} {v:.3f}" for a, v in result.figures.get("aspects", {}).items())
         print(f"{name}: held-out {aspects}  ({result.wall_s:.0f} s) -> {result.folder / 'model'}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return 0
+
+
+def _roles(only: str) -> list[str]:
+    from .roles import ROLES
+
+    roles = [r.strip() for r in only.split(",") if r.strip()]
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise BadInput(
+            f"Unknown role(s): {', '.join(unknown) or '(none)'}.", f"Use --only with: {', '.join(ROLES)}."
+        )
+    return roles
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import data
+    from .recipe import load_checkpoint
+    from .roles import TRAIN_SPLIT, make_role
+
+    roles = _roles(args.only)
+    cache = args.out / "data"
+    heldout = data.build("heldout", args.n_heldout, args.seed, 64, cache)
+    figures: dict[str, Any] = {"command": "tdri " + " ".join(sys.argv[1:]), "roles": {}}
+    for name in roles:
+        train = data.build(TRAIN_SPLIT[name], args.n_train, args.seed, 64, cache)
+        ckpt = args.out / name / "checkpoint"
+        if not (ckpt / "checkpoint.json").is_file():
+            raise BadInput(f"No checkpoint of {name} in {ckpt}.", "Train it first with `tdri world train`.")
+        role = make_role(name, train, heldout, args.seed)
+        torch.manual_seed(args.seed)
+        role.build()
+        opt = torch.optim.AdamW(role.model.parameters())
+        step = load_checkpoint(ckpt, role.model, opt, {})
+        meta = json.loads((ckpt / "checkpoint.json").read_text(encoding="utf-8"))
+        role.model.eval()
+        result = role.evaluate()
+        card_file = args.out / name / "card.json"
+        card = json.loads(card_file.read_text(encoding="utf-8")) if card_file.is_file() else {}
+        figures["roles"][name] = {
+            "trained_on": TRAIN_SPLIT[name],
+            "train_wall_s_last_run": card.get("train_wall_s_this_run"),
+            "data_hash": train.digest(),
+            "step": step,
+            "steps_total": meta.get("steps_total"),
+            "heldout": result,
+        }
+        aspects = ", ".join(f"{a} {v:.3f}" for a, v in result.get("aspects", {}).items())
+        print(f"{name} at step {step}/{meta.get('steps_total')}: held-out {aspects}")
+    if args.figures is not None:
+        args.figures.parent.mkdir(parents=True, exist_ok=True)
+        args.figures.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0

@@ -1,6 +1,8 @@
 """The trainable roles of the Atelier recipe (see ``recipe.Role``): the judge and the CLIP.
 
-Both read the same rendered data sets (``data.build``); a step's batch is drawn from
+The CLIP trains on the ``train`` split (held-out combinations never seen); the judge, a measuring
+instrument, on the ``world`` split (every combination, other render seeds; see ``splits``). Both
+are measured on the same ``heldout`` renderings. A step's batch is drawn from
 ``numpy.random.default_rng([seed, step])`` so it depends on nothing but the seed and the step.
 """
 
@@ -81,6 +83,9 @@ class ClipRole:
 
     def export(self, folder: Path) -> None:
         clip_train.save(self.model, self.tokenizer, folder)
+
+
+TRAIN_SPLIT = {"judge": "world", "clip": "train"}
 
 
 def make_role(name: str, train: DataSet, heldout: DataSet, seed: int) -> Any:

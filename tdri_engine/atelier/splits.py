@@ -10,8 +10,13 @@ Two families of pairs never appear in training:
 So every value is still seen in training, but a model that only memorised combinations fails on
 held-out data: it must compose. A training record contains none of the held-out pairs; a
 held-out record contains at least one (drawn uniformly, then one held-out pair is imposed).
-Render seeds of the two splits are disjoint (held-out seeds start at 10^9), so not even the
-jitter repeats. Everything is a function of (split, index, seed): ``sample(n)`` is a prefix of
+Render seeds of the splits are disjoint (held-out seeds start at 10^9), so not even the
+jitter repeats.
+
+A third split, ``world``, draws from every combination (seeds from 2 x 10^9). Only the judge
+trains on it: a measuring instrument must not be biased against the combinations it will
+measure (a judge trained without them learns "a skirt is never in a street" and reads a
+held-out skirt as trousers), and its held-out figures are still on renderings it never saw. Everything is a function of (split, index, seed): ``sample(n)`` is a prefix of
 ``sample(n + k)``, which makes a resumed training run see the same data.
 """
 
@@ -23,8 +28,9 @@ from dataclasses import dataclass
 from ..errors import BadInput
 from .world import BACKGROUNDS, COLORS, GARMENTS, Record, random_record
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "world")
 HELDOUT_SEED_BASE = 1_000_000_000
+WORLD_SEED_BASE = 2_000_000_000
 
 _COLORS = tuple(COLORS)
 HELDOUT_PAIRS: dict[tuple[str, str], frozenset[tuple[str, str]]] = {
@@ -70,6 +76,8 @@ def sample_one(split: str, index: int, seed: int = 0) -> Sample:
             if not is_heldout(record):
                 break
         return Sample(record, seed * 10_000_019 + index)
+    if split == "world":
+        return Sample(random_record(rng), WORLD_SEED_BASE + seed * 10_000_019 + index)
     record = random_record(rng)
     family = rng.choice(sorted(HELDOUT_PAIRS))
     a, b = rng.choice(sorted(HELDOUT_PAIRS[family]))
