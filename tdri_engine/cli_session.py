@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ref.add_argument("--rounds", required=True, type=int, help="rounds in total, round 0 included")
     ref.add_argument("--profile", default=None, help="model profile (default: the project's, or demo)")
     ref.add_argument("--mode", choices=("edit", "scratch"), default=None, help="refine by editing or anew")
+    ref.add_argument(
+        "--tau",
+        type=float,
+        default=None,
+        help="ask when the ambiguity passes this (default: the profile's calibrated tau; 0: every round)",
+    )
     _add_generation_options(ref)
     ref.set_defaults(func=_refine)
 
@@ -83,6 +89,8 @@ def _settings_with(base: Any, args: argparse.Namespace) -> Any:
         changes["negative_prompt"] = args.negative
     if getattr(args, "mode", None):
         changes["refine_mode"] = args.mode
+    if getattr(args, "tau", None) is not None:
+        changes["tau"] = args.tau
     return base.replace(**changes) if changes else base
 
 

@@ -35,6 +35,8 @@ def test_refine_reads_answers_from_a_pipe_and_leaves_three_rounds(demo_home: Pat
             "3",
             "--profile",
             "demo",
+            "--tau",
+            "0",  # ask every round (the demo's calibrated tau asks in about half)
         ],
         input="red\n\nsilk\n",
         capture_output=True,
@@ -320,7 +322,7 @@ def test_refine_stops_on_an_answer_that_is_not_utf8_and_keeps_the_rounds(demo_ho
         os.environ, TDRI_HOME=str(demo_home), HF_HUB_OFFLINE="1", PYTHONIOENCODING="utf-8:surrogateescape"
     )
     argv = [*_tdri(), "refine", "--project", "p", "--prompt", "a dress", "--rounds", "4", "--profile", "demo"]
-    argv += ["--seed", "1", "--steps", "2", "--size", "64x64"]
+    argv += ["--seed", "1", "--steps", "2", "--size", "64x64", "--tau", "0"]  # ask every round
     done = subprocess.run(
         argv, input=b"red\n\xff\xfe silk\nblue\n", capture_output=True, cwd=tmp_path, env=env, timeout=300
     )
