@@ -234,7 +234,11 @@ class PromptParser:
         """Slots of a prompt (first segment's head noun phrase -> Content) or of feedback
         (no Content; words of ``subject`` and filler words are dropped, commands stripped)."""
         slots = empty_slots()
-        subject_words = {w.casefold() for w in _WORD.findall(subject)}
+        # the subject's own words, not its prepositions ("in a dress" must not eat "in a garden")
+        glue = {
+            w for name in ("place_prepositions", "detail_connectives") for w in self._sets.get(name, set())
+        }
+        subject_words = {w.casefold() for w in _WORD.findall(subject)} - glue
         for i, seg in enumerate(self.segments(text)):
             if feedback:
                 seg = self._strip_edges(self._strip_commands(seg), subject_words)

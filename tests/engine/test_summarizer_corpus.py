@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tdri_engine.api import Answer
+from tdri_engine.api import Answer, Feedback
 from tdri_engine.records import DialogueTurn
 from tdri_engine.summarizer import StructuredSummarizer
 
@@ -187,3 +187,14 @@ def test_the_issues_cases_read_as_the_user_meant() -> None:
         == "a model wearing a red dress"
     )
     assert _run("a «retro» poster", [("Color", "teal")]) == "a teal poster, retro"
+
+
+def test_feedback_about_a_subject_with_a_garment_keeps_its_prepositions() -> None:
+    summarizer = StructuredSummarizer()
+    first = summarizer.summarize([], "a woman in a dress", "a woman in a dress")
+    turns = [DialogueTurn(round=0, kind="prompt", user_input="a woman in a dress", prompt=first.prompt)]
+    said = summarizer.summarize(turns, Feedback("in a garden"), first.prompt)
+    assert said.prompt == "a woman in a dress, in a garden"
+    assert summarizer.summarize(turns, Feedback("make the dress red"), first.prompt).prompt == (
+        "a woman in a red dress"
+    )
