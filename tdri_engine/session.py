@@ -643,6 +643,14 @@ class RefinementSession:
         hook = attend_excite.for_prompt(pipe, prompt, s)
         if hook is None:
             return result, ""
+        strayed = f"The image strayed from the prompt (1 - CLIP = {misalignment:.2f} > {s.ae_threshold:.2f})"
+        if init is not None and not hook.acts_on_edit(s.steps, s.edit_strength):
+            hook.remove(pipe)  # A&E acts on the schedule's first half; this edit starts after it
+            return result, (
+                f"{strayed}, but an edit at strength {s.edit_strength:.2f} of {s.steps} steps starts after "
+                "the early steps Attend-and-Excite acts on, so the round was not regenerated. Raise the "
+                "edit strength, or refine from scratch, to let it act."
+            )
         self.emit(ev.Progress("attend-excite", 0, 1, "regenerating with Attend-and-Excite"))
         try:
             again = gen.generate(
@@ -661,9 +669,12 @@ class RefinementSession:
             if remove is not None:  # a cancel mid-run must not leave its processors on the shared UNet
                 remove(pipe)
         after = 1.0 - float(clip.image_text(again.image, [prompt])[0])
-        return again, (
-            f"The image strayed from the prompt (1 - CLIP = {misalignment:.2f} > {s.ae_threshold:.2f}); "
-            f"it was regenerated with Attend-and-Excite (now {after:.2f})."
+        excited = ", ".join(f"'{w}'" for w in getattr(hook, "words", ()))
+        return again, " ".join(
+            [
+                f"{strayed}; it was regenerated with Attend-and-Excite on {excited} (now {after:.2f}).",
+                *getattr(hook, "notes", ()),
+            ]
         )
 
     def _finish_round(
