@@ -434,8 +434,18 @@ def test_200_hostile_prompts_find_their_tokens_and_take_an_attend_and_excite_ste
         0 < float(loss.detach()) <= 1 for k, loss in zip(subset, losses, strict=True) if found[k].indices
     )
 
-    for prompt in prompts[:2]:  # through the pipeline: for_prompt, the callback, the update
+    from tdri_engine.generator import encode_prompt
+
+    hostile = [  # issue 12's tracebacks: right-to-left text, emoji, a prompt past 77 tokens
+        "قطة على أريكة, a cat and a dog on a rug",
+        "a cat 🐱 on a sofa 🛋️ with an astronaut 👩‍🚀",
+        "a cat on a sofa, " + "highly detailed, " * 30 + "a dog in the garden",
+    ]
+    for prompt in [*prompts[:2], *hostile]:  # through the pipeline: for_prompt, callback, update
         hook = AttendExcite.for_prompt(tiny_sd, prompt, EngineSettings(), max_refinement_steps=0)
-        assert hook is not None and hook.words == found[prompts.index(prompt)].words
-        _generate(tiny_sd, hook, [0], prompt=prompt, size=16, steps=4)
+        assert hook is not None and hook.words == find_subject_tokens(tok, prompt).words
+        # as the generator encodes it: SD-1.x prompts past 75 tokens in 77-token chunks
+        embeds = encode_prompt(tiny_sd, prompt).pipeline_kwargs()
+        _generate(tiny_sd, hook, [0], prompt=None, size=16, steps=4, **embeds)
         assert not tiny_sd.unet._forward_pre_hooks
+    assert embeds["prompt_embeds"].shape[1] == 154 and hook.words == ("cat", "sofa") and hook.notes
