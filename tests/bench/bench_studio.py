@@ -12,13 +12,15 @@ Prints one JSON object (and writes it to ``--out`` when given):
   imports) is reported apart from the steady rounds. ``longest_gui_busy_ms`` is the most CPU
   time the GUI thread spent between two ticks: the studio's own work, as opposed to waiting
   for the GIL or for a core (on a shared 2-core machine the latter dominates).
-- ``summary``: the longest stall of the engine preparation (imports), of the first round (model
-  loading) and of the steady rounds, each against the 50 ms target;
+- ``summary``: the longest stall of the engine preparation (the one-time engine load: torch
+  and the model libraries import, the round's models load; the studio shows "Loading the
+  engine" meanwhile and the 50 ms target does not apply to it), of the first round and of the
+  steady rounds (the 50 ms target);
 - ``longest_stall_where``, per phase: where the engine thread was in Python at the tick before
   the longest stall and at the tick after it. A C call that holds the GIL sits between the two
   (Python code hands the GIL over every 5 ms, so a long stall is one C call, a garbage
   collection, or no free core). ``first_round_imports`` counts the modules the first round
-  still imported: the studio's warm-up should have imported them (see studio/main_window.py).
+  still imported: the engine's preparation (``Engine.prepare``) should have imported them.
   ``round_stall`` holds every detail of the first of ``--repeat`` fresh processes;
   ``round_stall_repeats`` each phase's longest stall in all of them, with median and worst.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -122,6 +125,19 @@ class Watchdog:
         self._prev_stack: list[str] = []
         self._longest = 0.0
         self.where: dict = {}
+        # garbage collections while armed (any thread): (generation, ms); a full collection
+        # holds the GIL for its whole walk, so it shows as a stall of the GUI thread
+        self.collections: list[tuple[int, float]] = []
+        self._gc_start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if not self.armed:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.collections.append((info["generation"], (time.perf_counter() - self._gc_start) * 1000))
 
     def _tick(self) -> None:
         now, cpu = time.perf_counter(), time.thread_time()
@@ -139,6 +155,7 @@ class Watchdog:
 
     def arm(self) -> None:
         self.gaps, self.busy = [], []
+        self.collections = []
         self.where, self._longest = {}, 0.0
         self._prev_stack = engine_stack(self.engine_ident()) if self.stacks else []
         self.last, self.last_cpu = time.perf_counter(), time.thread_time()
@@ -159,6 +176,9 @@ class Watchdog:
             "median_gap_ms": round(statistics.median(gaps) * 1000, 2),
             "ticks": len(self.gaps),
             "longest_stall_where": self.where,
+            "full_collections": sum(1 for g, _ in self.collections if g == 2),
+            "longest_collection_ms": round(max((ms for _, ms in self.collections), default=0.0), 1),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
 
 
@@ -277,6 +297,9 @@ def stall_summary(phase: dict) -> dict:
         "held_by": held_by,
         "engine_before": before[:4],
         "engine_after": after[:4],
+        "full_collections": phase.get("full_collections"),
+        "longest_collection_ms": phase.get("longest_collection_ms"),
+        "load_average_after": phase.get("load_average_after"),
     }
 
 
