@@ -108,10 +108,19 @@ def processes() -> Processes:
     one process; one plain process otherwise (accelerate is not imported then)."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return Processes()
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return Processes(state.process_index, state.num_processes, str(state.device), state)
+    # without a GPU, accelerate spreads processes over the CPU only when asked to (gloo)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes <= 1:
+        raise BadInput(
+            f"WORLD_SIZE is {os.environ.get('WORLD_SIZE')} but accelerate set up one process.",
+            "Start with `accelerate launch` (or torchrun), or unset WORLD_SIZE.",
+        )
+    d = state.device
+    device = f"cuda:{d.index or 0}" if d.type == "cuda" else (d.type if d.type in ("cpu", "mps") else "auto")
+    return Processes(state.process_index, state.num_processes, device, state)
 
 
 def shard(items: list[Any], index: int, count: int) -> list[Any]:
