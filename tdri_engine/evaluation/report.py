@@ -107,6 +107,13 @@ def _at(agg: dict[str, Any], cond: str, metric: str, turn: int) -> Any:
     return series[min(turn, len(series)) - 1]
 
 
+def _change(agg: dict[str, Any], cond: str, base: str, metric: str, turn: int) -> str:
+    a, b = _at(agg, cond, metric, turn), _at(agg, base, metric, turn)
+    if cond == base or a is None or b is None or math.isnan(a[0]) or math.isnan(b[0]) or b[0] == 0:
+        return ""
+    return f"{100.0 * (a[0] - b[0]) / b[0]:+.2f} %"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -277,8 +284,9 @@ def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[
         [
             ("used in % of refine rounds", lambda c: _cell(agg[c]["ae_rate"], 1)),
             (f"T2I CLIP at turn {last}", lambda c: _cell(_at(agg, c, "t2i_clip", last))),
+            ("T2I change vs off", lambda c: _change(agg, c, "no-ae", "t2i_clip", last)),
         ],
-        "T2I change = on vs off at the same seeds.",
+        "Change: relative difference of the mean T2I CLIP from A&E off, same targets and seeds.",
     )
     vlms = [("tdri", "the profile's vlm (tdri)")] + [(c, c) for c in conds if c.startswith("vlm:")]
     pair_table(
