@@ -90,7 +90,8 @@ _VERBS = """float fly swim run sit stand lie lay walk jump dance play hold wear 
     sway bounce flutter tower loom sprawl curl wrap scatter spill overflow dangle sprout wilt fade
     hunt stalk pounce prowl feed nibble sniff lick chew bite grip grab cuddle embrace battle race
     march gather huddle cluster sip paddle row pedal hop skip run smoke steam drip rain snow blow
-    fill cover frame line border decorate adorn dot litter crowd fill gleam beam stand rest""".split()
+    fill cover frame line border decorate adorn dot litter crowd gleam beam crash break lap swirl
+    twist cling leap stride peer blink yawn purr smile read""".split()
 
 _IRREGULAR_VERB_FORMS = frozenset(
     """flew flown swam swum ran sat stood lay lain laid worn wore ate eaten drank drunk rode ridden
@@ -142,6 +143,15 @@ def _inflections(base: str) -> set[str]:
 
 
 _VERB_FORMS = frozenset(form for base in _VERBS for form in _inflections(base)) | _IRREGULAR_VERB_FORMS
+
+# Verbs whose -s form is also a common plural noun of image prompts ("waves", "drinks").
+_NOUNISH_S_FORMS = frozenset(
+    """waves drinks rides plays dances races kisses hugs watches covers frames borders beams towers
+    smokes steams rains snows drips flows rolls spins falls rises marches clusters crowds dots rows
+    pedals paddles hops skips bites naps hikes lounges strolls battles feeds catches grips gathers
+    spills sprouts curls wraps lines blows fills floats rests swings stretches poses dives splashes
+    glows blazes glitters sparkles blooms perches hangs""".split()
+)
 
 # Words that modify a noun; a noun phrase that ends in one has no head noun ("a dress, red").
 _ADJECTIVES = frozenset(
@@ -234,8 +244,9 @@ def _ends_noun_phrase(word: str, previous: str, first_in_phrase: bool, opener: s
     English agreement decides the words that are both nouns and verbs. After a plural
     ("flowers float", "birds fly") or a coordinated subject ("a cat and a dog play") a base
     form is a verb; after a singular it continues a compound noun ("a mountain stream", "a book
-    cover"). An -s form after a singular is a verb only right after "a/the" + one noun ("a river
-    flows"): elsewhere it is far more often a plural head ("ocean waves", "city lights").
+    cover"). An -s form after a singular is a verb ("an old man reads"), except for the verbs
+    whose -s form is a common plural noun ("ocean waves", "cold drinks", "book covers"): those
+    are verbs only right after "a/the" + one noun ("a girl waves").
     """
     if _verb_form(word):
         return True
@@ -243,7 +254,9 @@ def _ends_noun_phrase(word: str, previous: str, first_in_phrase: bool, opener: s
         return False
     plural = plural or _plural_looking(previous)
     if word.endswith("s") and not word.endswith("ss"):  # an -s form
-        return not plural and first_in_phrase and opener == "det"
+        if plural:
+            return False
+        return word not in _NOUNISH_S_FORMS or (first_in_phrase and opener == "det")
     return plural
 
 
@@ -290,10 +303,11 @@ def subject_nouns(prompt: str) -> list[Word]:
         state.update(last=words[-1], plural=False)
         run.clear()
 
-    for item in items:
+    for k, item in enumerate(items):
         w = item.text.lower()
         function = w in _DETERMINERS or w in _PREPOSITIONS or w in _OTHER_FUNCTION_WORDS
-        if item.kind == "word" and _is_latin(w) and not function and not _is_adverb(w):
+        unit = k > 0 and items[k - 1].kind == "number" and items[k - 1].end == item.start  # "35mm"
+        if item.kind == "word" and _is_latin(w) and not function and not _is_adverb(w) and not unit:
             run.append(item)
             continue
         close()
@@ -302,7 +316,7 @@ def subject_nouns(prompt: str) -> list[Word]:
         plural = bool(state["plural"])
         after_style = state["last"] in ("style", "styles")
         state.update(opener="other", name=False, last="")
-        if w in _DETERMINERS or item.kind == "number":  # also "'s": a possessive opens a phrase
+        if w in _DETERMINERS or item.kind == "number" or unit:  # "'s" too: a possessive opens one
             state.update(opener="det", plural=plural)
         elif w in _PREPOSITIONS:
             state.update(opener="prep", name=w == "by" or (w == "of" and after_style))

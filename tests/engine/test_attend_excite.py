@@ -95,6 +95,10 @@ SUBJECT_CORPUS = [
     ("an elephant, a giraffe, and a zebra", ["elephant", "giraffe", "zebra"]),
     ("a woman with curly hair drinking tea", ["woman", "hair", "tea"]),
     ("leaves fall from the trees", ["leaves", "trees"]),
+    ("an old man reads a newspaper", ["man", "newspaper"]),
+    ("ocean waves crash on the rocks", ["waves", "rocks"]),
+    ("a girl waves at a boat", ["girl", "boat"]),
+    ("photo of a man, 35mm, bokeh, high quality", ["man"]),
 ]
 
 
