@@ -246,7 +246,7 @@ def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[
         present = [(c, label) for c, label in names if c in agg]
         if len(present) < 2:
             return
-        lines.extend(["", f"## {title}", "", note, ""])
+        lines.extend(["", f"## {title}", "", *([note, ""] if note else [])])
         lines.extend(
             _table(
                 ["condition", *(h for h, _ in cols)],
