@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=4, help="pairs per process and micro-batch")
     ap.add_argument("--grad-accum", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1e-5)  # the public Diffusion-DPO LoRA example's
     ap.add_argument("--beta", type=float, default=5000.0)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")

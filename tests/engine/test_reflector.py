@@ -265,15 +265,17 @@ def test_reflector_end_to_end_on_tiny_models(tiny_language) -> None:
 
 
 def test_tiny_llm_questioner_falls_back_with_a_warning(tiny_language) -> None:
-    r = Reflector(
-        tiny_language.vlm,
-        tiny_language.clip,
-        EngineSettings(questioner="llm", tau=0.0),
-        questioner=tiny_language.llm,
-    )
-    result = r.reflect(IMAGE, "a dress")
-    assert result.question is not None and result.question.text.endswith("?")
-    assert any("questioner model's reply could not be used" in w for w in result.warnings)
+    for seed in range(3):  # seeded: the aspect asked about (and so the model's prompt) is drawn
+        r = Reflector(
+            tiny_language.vlm,
+            tiny_language.clip,
+            EngineSettings(questioner="llm", tau=0.0),
+            questioner=tiny_language.llm,
+            rng_seed=seed,
+        )
+        result = r.reflect(IMAGE, "a dress")
+        assert result.question is not None and result.question.text.endswith("?")
+        assert any("questioner model's reply could not be used" in w for w in result.warnings), seed
 
 
 def test_cancel_stops_the_reflection(tiny_language) -> None:
