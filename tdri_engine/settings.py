@@ -79,8 +79,11 @@ class EngineSettings:
     )
     use_attend_excite: bool = field(default=True, metadata={"help": "rescue neglected subjects"})
     # AO: the Diffusion-DPO update (eq. 7, 9); the optimizer's DPOConfig is built from these
-    dpo_lr: float = field(default=1e-4, metadata={"help": "learning rate of a DPO update"})
-    dpo_steps: int = field(default=40, metadata={"help": "optimizer steps of a DPO update"})
+    dpo_lr: float = field(
+        default=1e-5,
+        metadata={"help": "learning rate of a DPO update (the public Diffusion-DPO LoRA example's)"},
+    )
+    dpo_steps: int = field(default=200, metadata={"help": "optimizer steps of a DPO update"})
     dpo_lambda_ae: float = field(
         default=0.0,
         metadata={"help": "weight lambda of L_AE in L = L_DPO + lambda L_AE (eq. 9); 0: DPO only"},

@@ -606,6 +606,9 @@ def test_train_options_come_from_the_project_settings_and_the_cli_flags():
     assert (args.lambda_ae, args.controlnet) == (2.0, True)
     with pytest.raises(BadInput, match="dpo_lambda_ae"):
         EngineSettings(dpo_lambda_ae=-1)
+    # the public Diffusion-DPO LoRA example's learning rate, with the steps re-checked for it
+    defaults = config_from_settings(EngineSettings())
+    assert defaults.lr == DPOConfig().lr == 1e-5 and defaults.steps == DPOConfig().steps == 200
 
 
 def test_each_pair_trains_with_its_images_prompt_and_the_update_says_what_it_left_out(tiny_sd, tiny_project):
