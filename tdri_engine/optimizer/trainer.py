@@ -1,9 +1,16 @@
 """One Diffusion-DPO update of a project's LoRA from the user's choices (paper 3.2.3, 4.2.1).
 
 ``run_update`` gathers the decisive preference pairs that no accepted version has used, encodes
-both images with the pipeline's VAE and the prompt with its text encoder, trains a LoRA on the
-generator's own UNet (the reference is that UNet with the adapter switched off), and writes
-``loras/vNNNN/`` in one rename. The UNet is given back exactly as it was, whatever happens.
+both images with the pipeline's VAE and the prompt they were made from with its text encoder
+(``schedule.pair_prompt``), trains a LoRA on the generator's own UNet, or with
+``train_controlnet`` on the pose ControlNet (eq. 9; the reference is the same network with the
+adapter switched off), and writes ``loras/vNNNN/`` in one rename. The models are given back
+exactly as they were, whatever happens. The configuration comes from the project's ``dpo_*``
+settings (``config_from_settings``). With ``lambda_ae > 0`` the loss is L_DPO + lambda L_AE,
+L_AE read from the same policy forward, gradient checkpointing on (see ``dpo.dpo_objective``).
+
+A ControlNet LoRA is activated on its own line (``adapters.active_controlnet_adapter_dir``):
+rounds with a pose load it onto the ControlNet, beside the UNet's active LoRA.
 
 Safety: a loss spike (final loss above ``spike_factor`` times the initial one) or an implicit
 accuracy that falls (measured before and after on the update's pairs with fixed noise) marks the
