@@ -30,6 +30,7 @@ from ..settings import ASPECTS
 from .world import ASPECT_FIELDS, FIELDS, VOCAB, Record
 
 JUDGE_KIND = "atelier-judge"
+BUNDLED = Path(__file__).resolve().parent / "weights" / "judge"  # the committed, trained judge
 CHANNELS = (32, 32, 64, 128)
 HIDDEN = 256
 
@@ -206,3 +207,8 @@ def load(folder: Path) -> Judge:
             "Retrain it with `tdri world train --only judge --out DIR`.",
         ) from exc
     return Judge(model, config)
+
+
+def load_bundled() -> Judge:
+    """The trained judge committed with the project (``tdri_engine/atelier/weights/judge``)."""
+    return load(BUNDLED)

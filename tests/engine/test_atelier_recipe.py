@@ -87,8 +87,8 @@ def test_judge_resumes_after_a_kill_to_the_weights_of_an_uninterrupted_run(tiny_
 
 
 def test_the_judge_learns_from_renderings(tiny_data):
-    # Over 5 seeds, 20 steps on batches of 16 of 40 pictures take the loss from about 17 (ten
-    # heads at chance) to MEASURED; the test asks for a third less.
+    # Over 5 seeds, 20 steps on batches of 16 of 40 pictures take the loss (ten heads, about 14
+    # at the start) to 40-58 % of where it began (measured); the test asks for below 75 %.
     train, heldout = tiny_data
     for seed in range(5):
         role = JudgeRole(train, heldout, seed=seed, batch=16)
@@ -103,7 +103,7 @@ def test_the_judge_learns_from_renderings(tiny_data):
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        assert np.mean(losses[-3:]) < np.mean(losses[:3]) * 2 / 3, (seed, losses[:3], losses[-3:])
+        assert np.mean(losses[-3:]) < np.mean(losses[:3]) * 0.75, (seed, losses[:3], losses[-3:])
 
 
 def test_clip_trains_resumes_and_loads_through_the_project_clip_loader(tiny_data, tmp_path):
