@@ -77,7 +77,7 @@ def latent_preview(latents: Any, kind: str = "sd15") -> Image.Image:
 # Loaders (registered in tdri_engine.models for kinds sd15, sdxl, controlnet)
 
 
-def _pipeline_classes(kind: str) -> dict[str, type]:
+def _pipeline_classes(kind: str) -> dict[str, Any]:
     import diffusers as d
 
     if kind == "sdxl":
@@ -518,13 +518,15 @@ class Generator:
             self._adapter_dir = None
         if target is None:
             return
+        validate: Callable[[Path, Any], None] | None
         try:
-            from .optimizer.adapters import WEIGHTS_NAME, validate_adapter_dir
+            from .optimizer.adapters import WEIGHTS_NAME
+            from .optimizer.adapters import validate_adapter_dir as validate
         except ImportError:  # a build without the optimizer: diffusers' own checks only
-            WEIGHTS_NAME, validate_adapter_dir = "pytorch_lora_weights.safetensors", None
+            WEIGHTS_NAME, validate = "pytorch_lora_weights.safetensors", None
         try:
-            if validate_adapter_dir is not None:
-                validate_adapter_dir(target, getattr(base, "unet", None))
+            if validate is not None:
+                validate(target, getattr(base, "unet", None))
             base.load_lora_weights(
                 str(target), weight_name=WEIGHTS_NAME, use_safetensors=True, adapter_name="tdri"
             )

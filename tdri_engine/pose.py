@@ -147,7 +147,7 @@ def draw_pose_map(people: Sequence[Person], width: int, height: int) -> Image.Im
 
     scale = DRAW_SIZE / max(width, height)
     cw, ch = max(1, round(width * scale)), max(1, round(height * scale))
-    canvas = np.zeros((ch, cw, 3), dtype=np.uint8)
+    canvas: np.ndarray = np.zeros((ch, cw, 3), dtype=np.uint8)
     for person in people:
         points = [AuxKeypoint(x, y, c) if c > 0 else None for x, y, c in person]
         canvas = util.draw_bodypose(canvas, points)

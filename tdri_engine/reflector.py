@@ -343,6 +343,7 @@ class Reflector:
         template = ChatTemplate.from_dict(self.templates.llm["questioner"])
         caption_lines = "\n".join(f"- {a}: {captions.get(a) or '(nothing)'}" for a in ASPECTS)
         messages = template.messages(prompt=prompt, captions=caption_lines, aspect=aspect)
+        assert self.questioner is not None  # the caller asks only when there is one
         raw = self.questioner.generate(messages, max_new_tokens=template.max_new_tokens, seed=0)
         warnings = tuple(getattr(self.questioner, "last_warnings", ()) or ())
         candidate = extract_reply_line(raw, template.max_chars)

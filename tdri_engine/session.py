@@ -517,7 +517,7 @@ class RefinementSession:
 
         smoothed = pose.smoothed if pose is not None and pose.found else None
         pose_path = None
-        if smoothed is not None:
+        if pose is not None and smoothed is not None:
             dialogue.pose_file = f"images/pose-{dialogue.id}.png"
             pose_path = self.store.path / dialogue.pose_file
             save_png(
@@ -637,13 +637,18 @@ class RefinementSession:
             return result, ""
         clip = self.engine.registry.get("clip")
         misalignment = 1.0 - float(clip.image_text(result.image, [prompt])[0])
-        if misalignment <= s.ae_threshold:
+        # session_settings fills an empty threshold from the profile; a settings object set by hand
+        # later may still leave it empty
+        threshold = (
+            s.ae_threshold if s.ae_threshold is not None else self.engine.profile.thresholds.ae_threshold
+        )
+        if misalignment <= threshold:
             return result, ""
         pipe = gen.pipeline(gen.mode_for(pose_map, init))
         hook = attend_excite.for_prompt(pipe, prompt, s)
         if hook is None:
             return result, ""
-        strayed = f"The image strayed from the prompt (1 - CLIP = {misalignment:.2f} > {s.ae_threshold:.2f})"
+        strayed = f"The image strayed from the prompt (1 - CLIP = {misalignment:.2f} > {threshold:.2f})"
         if init is not None and not hook.acts_on_edit(s.steps, s.edit_strength):
             hook.remove(pipe)  # A&E acts on the schedule's first half; this edit starts after it
             return result, (

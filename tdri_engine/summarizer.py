@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
@@ -289,7 +290,8 @@ class PromptParser:
         cuts = [b.start() for b in self._boundary.finditer(seg) if b.start() > 0]
         clauses = [seg[a:b].strip() for a, b in zip([0] + cuts, cuts + [len(seg)], strict=True)]
         head, tails = clauses[0], clauses[1:]
-        if self._boundary.match(head) and self._boundary.match(head).start() == 0:
+        lead = self._boundary.match(head)
+        if lead is not None and lead.start() == 0:
             tails, head = [head] + tails, ""
         parts = [head] if head else []
         for clause in tails:
@@ -823,7 +825,7 @@ def extract_reply_line(raw: str, max_chars: int) -> str:
     return line.strip(" ,;")
 
 
-def _content_words(text: str, fillers: set[str]) -> set[str]:
+def _content_words(text: str, fillers: AbstractSet[str]) -> set[str]:
     """Words that carry meaning (for grounding checks); CJK runs give their character pairs."""
     out: set[str] = set()
     for w in _WORD.findall(text.casefold()):
@@ -834,7 +836,9 @@ def _content_words(text: str, fillers: set[str]) -> set[str]:
     return out
 
 
-def unusable_reason(candidate: str, grounding_text: str, fillers: set[str] = frozenset()) -> str | None:
+def unusable_reason(
+    candidate: str, grounding_text: str, fillers: AbstractSet[str] = frozenset()
+) -> str | None:
     """Why a model's reply cannot be used (None when it can): empty, mostly symbols, or not
     mentioning anything the dialogue talks about (a random or confused model)."""
     if not candidate.strip():

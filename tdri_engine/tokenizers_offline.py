@@ -209,7 +209,10 @@ def train_byte_level_bpe(
     data = json.loads(tok.to_str())
     vocab: dict[str, int] = data["model"]["vocab"]
     merges_raw = data["model"]["merges"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in merges_raw]
+    merges: list[tuple[str, str]] = []
+    for m in merges_raw:  # "a b" in older tokenizers files, ["a", "b"] in newer ones
+        left, right = m.split(" ", 1) if isinstance(m, str) else (m[0], m[1])
+        merges.append((left, right))
     return vocab, merges
 
 

@@ -502,7 +502,7 @@ def dpo_objective(
             ae_store.end()
     loss, acc, inside = diffusion_dpo_loss(model_pred, ref_pred, target, beta)
     out = StepOutput(loss=loss, dpo_loss=loss, implicit_acc=acc, inside=inside)
-    if capture:
+    if capture and batch.token_indices is not None:
         from .attend_excite import attend_excite_loss
 
         maps = ae_store.aggregate()  # (N, h, w, K), float32

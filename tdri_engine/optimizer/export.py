@@ -47,10 +47,11 @@ def _jpeg(image: Any) -> bytes:
 
 def _rows(
     stores: Iterable[Any], skipped: list[str] | None
-) -> Iterable[tuple[Any, PreferencePair, bytes, bytes]]:
+) -> Iterable[tuple[Any, PreferencePair, float, bytes, bytes]]:
     for store in stores:
         for pair in store.all(PreferencePair):
-            if pair.label_0 is None:  # both bad
+            label = pair.label_0
+            if label is None:  # both bad
                 continue
             try:
                 left = _jpeg(store.load_image(pair.image_left))
@@ -59,7 +60,7 @@ def _rows(
                 if skipped is not None:
                     skipped.append(f"{store.slug}/{pair.id}: {exc.message}")
                 continue
-            yield store, pair, left, right
+            yield store, pair, label, left, right
 
 
 def export_pairs(
@@ -121,11 +122,11 @@ def _write_parquet(stores: list[Any], tmp: Path, skipped: list[str] | None) -> i
                 for v in batch.values():
                     v.clear()
 
-        for store, pair, left, right in _rows(stores, skipped):
+        for store, pair, label, left, right in _rows(stores, skipped):
             batch["caption"].append(pair_prompt(store, pair)[0])
             batch["jpg_0"].append(left)
             batch["jpg_1"].append(right)
-            batch["label_0"].append(float(pair.label_0))
+            batch["label_0"].append(label)
             batch["pair_id"].append(pair.id)
             batch["project"].append(store.slug)
             n += 1
@@ -142,7 +143,7 @@ def _write_jsonl(stores: list[Any], tmp: Path, out: Path, skipped: list[str] | N
     n = 0
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            for store, pair, left, right in _rows(stores, skipped):
+            for store, pair, label, left, right in _rows(stores, skipped):
                 names = []
                 for side, data in (("0", left), ("1", right)):
                     name = f"{store.slug}_{pair.id}_{side}.jpg"
@@ -152,7 +153,7 @@ def _write_jsonl(stores: list[Any], tmp: Path, out: Path, skipped: list[str] | N
                     "caption": pair_prompt(store, pair)[0],
                     "jpg_0": names[0],
                     "jpg_1": names[1],
-                    "label_0": float(pair.label_0),
+                    "label_0": label,
                     "pair_id": pair.id,
                     "project": store.slug,
                 }

@@ -567,6 +567,7 @@ def _run_update(
         vid = ad.next_version_id(store, scope)
         root = ad.versions_root(store, scope)
         acc_after = result.eval_after[1] if result.eval_after else result.final_accuracy
+        created = now_iso()
         meta = {
             "version": vid,
             "parent": parent.id if parent else None,
@@ -592,7 +593,7 @@ def _run_update(
             "base_model": str(getattr(pipe, "name_or_path", "") or getattr(pipe.config, "_name_or_path", "")),
             "image_size": [width, height],
             "seconds": round(time.monotonic() - started, 2),
-            "created": now_iso(),
+            "created": created,
         }
         folder = _write_version(pipe, owner, root, vid, meta, controlnet=config.train_controlnet)
     except Cancelled:
@@ -633,7 +634,7 @@ def _run_update(
         status="suspect" if suspect else "ok",
         note=(f"Suspect: {why}. The previous version stays active." if suspect else "")
         + (" ControlNet LoRA." if config.train_controlnet else ""),
-        created=meta["created"],
+        created=created,
     )
     key = ad.usage_key(version, scope)
     used = []

@@ -216,7 +216,7 @@ def _lock_fd(fd: int) -> None:
     except ImportError:  # pragma: no cover - Windows
         import msvcrt
 
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows-only names
         return
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -965,7 +965,9 @@ def list_projects(root: Path) -> list[ProjectInfo]:
                 ProjectInfo(name=child.name, slug=child.name, path=child, problem=f"{PROJECT_FILE} {why}")
             )
             continue
-        stats = doc.get("stats") if isinstance(doc.get("stats"), dict) else {}
+        stats = doc.get("stats")
+        if not isinstance(stats, dict):
+            stats = {}
         n_tasks = stats.get("tasks")
         version = doc["schema_version"]
         out.append(

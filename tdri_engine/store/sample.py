@@ -195,7 +195,9 @@ def is_built_sample(folder: Path) -> bool:
             continue
         if not isinstance(doc, dict):
             continue
-        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        meta = doc.get("meta")
+        if not isinstance(meta, dict):
+            meta = {}
         if meta.get(MARKER_KEY) == MARKER:
             return True
         legacy = (doc.get("name"), doc.get("slug"), doc.get("created")) == (SAMPLE_NAME, SAMPLE_SLUG, CREATED)
