@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..demo.diffusion import ddim_scheduler
+
 ARCHS: tuple[str, ...] = ("sd15-controlnet", "sdxl", "tiny")
 
 # ---- Stable Diffusion 1.5 --------------------------------------------------------------------
@@ -215,19 +217,6 @@ class Components:
     parts: dict[str, Any]  # vae, text_encoder(s), tokenizer(s), unet, scheduler
     controlnet: Any | None
     parameters: dict[str, int]
-
-
-def ddim_scheduler() -> Any:
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
 
 
 def clip_tokenizer() -> Any:

@@ -22,6 +22,20 @@ TEXT_HIDDEN = 32
 UNET_CHANNELS = (32, 64)
 
 
+def ddim_scheduler() -> Any:
+    """SD-1.x's DDIM settings (its scheduler_config.json), as the generator uses by default."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
 def tiny_text_encoder_config() -> dict:
     return dict(
         hidden_size=TEXT_HIDDEN,
@@ -107,7 +121,7 @@ def tiny_sdxl_pipeline(tokenizer_dir: Path, *, layers_per_block: int = 1, seed: 
 def build_sd_pipeline(dest: Path, seed: int = 0) -> Path:
     """A tiny SD-1.x pipeline folder (``model_index.json`` + components, safetensors)."""
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ..tokenizers_offline import save_clip_tokenizer
@@ -130,14 +144,7 @@ def build_sd_pipeline(dest: Path, seed: int = 0) -> Path:
     text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_encoder_config()))
     tok_dir = save_clip_tokenizer(dest.parent / f".{dest.name}-tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = ddim_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -68,25 +68,8 @@ if str(ROOT) not in sys.path:  # runs from a bare checkout too (no pip install -
 
 import torch  # noqa: E402
 
-SD15_UNET = dict(
-    act_fn="silu",
-    attention_head_dim=8,
-    block_out_channels=(320, 640, 1280, 1280),
-    center_input_sample=False,
-    cross_attention_dim=768,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    downsample_padding=1,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    in_channels=4,
-    layers_per_block=2,
-    mid_block_scale_factor=1,
-    norm_eps=1e-5,
-    norm_num_groups=32,
-    out_channels=4,
-    sample_size=64,
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-)
+from tdri_engine.bench.archs import SD15_UNET  # noqa: E402  (the published SD-1.5 UNet config)
+
 TINY_UNET = dict(
     block_out_channels=(32, 64),
     layers_per_block=2,

@@ -186,10 +186,10 @@ def taste_pipeline_dir(tmp_path_factory) -> Path:
 
 
 def build_taste_pipeline(root: Path) -> Path:
-    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from tdri_engine.demo.diffusion import tiny_text_encoder_config
+    from tdri_engine.demo.diffusion import ddim_scheduler, tiny_text_encoder_config
     from tdri_engine.tokenizers_offline import save_clip_tokenizer
 
     torch.set_num_threads(1)
@@ -207,14 +207,7 @@ def build_taste_pipeline(root: Path) -> Path:
         text_encoder=CLIPTextModel(CLIPTextConfig(**tiny_text_encoder_config())),
         tokenizer=CLIPTokenizer.from_pretrained(save_clip_tokenizer(root / "tok")),
         unet=unet,
-        scheduler=DDIMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-        ),
+        scheduler=ddim_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
