@@ -51,7 +51,7 @@ _LOADERS: dict[str, str | Loader] = {
     "open_clip": "tdri_engine.metrics:load_clip",
     "hf-clip": "tdri_engine.metrics:load_clip",
     "blip-itm": "tdri_engine.metrics:load_blip",
-    "causal-lm": "tdri_engine.summarizer:load_llm",
+    "causal-lm": "tdri_engine.llm:load_llm",
 }
 
 # kind -> groups of glob patterns; a folder is complete when every group matches a file.

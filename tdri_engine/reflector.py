@@ -34,15 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import events
 from .errors import BadInput
+from .llm import extract_reply_line, unusable_reason
+from .prompt_parser import PromptParser
 from .settings import ASPECTS
-from .summarizer import (
-    ChatTemplate,
-    PromptParser,
-    Templates,
-    default_templates,
-    extract_reply_line,
-    unusable_reason,
-)
+from .templates import ChatTemplate, Templates, default_templates
 
 if TYPE_CHECKING:
     import torch

@@ -115,7 +115,7 @@ class RuleAugmenter:
 
     def __init__(self, keywords: dict[str, list[str]] | None = None):
         if keywords is None:
-            from ..summarizer import default_templates
+            from ..templates import default_templates
 
             keywords = default_templates().keywords
         self.keywords = {k: [w for w in keywords.get(k, []) if w not in ("background", "backdrop", "scene",
@@ -164,7 +164,7 @@ class LLMAugmenter:
         self.max_new_tokens = max_new_tokens
 
     def augment(self, prompt: str, seed: int) -> tuple[str, list[str]]:
-        from ..summarizer import extract_reply_line, unusable_reason
+        from ..llm import extract_reply_line, unusable_reason
 
         messages = [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": prompt}]
         raw = self.llm.generate(messages, max_new_tokens=self.max_new_tokens, seed=seed)

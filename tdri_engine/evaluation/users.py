@@ -234,7 +234,7 @@ class SimulatedUser:
 def vlm_describer(captioner: Any) -> Callable[[Any, str], str]:
     """``describe(image, aspect)``: the captioner's answer to the Reflector's instruction for the
     aspect (resources/templates/vlm_aspects.json)."""
-    from ..summarizer import default_templates
+    from ..templates import default_templates
 
     instructions = default_templates().vlm["instructions"]
 

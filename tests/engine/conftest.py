@@ -43,10 +43,10 @@ def tiny_language(language_models: dict[str, Path]):
 
     import torch
 
+    from tdri_engine.llm import load_llm
     from tdri_engine.metrics import load_blip, load_clip
     from tdri_engine.models import DEMO_KINDS, RoleSpec
     from tdri_engine.reflector import load_captioner
-    from tdri_engine.summarizer import load_llm
 
     cpu, fp32 = torch.device("cpu"), torch.float32
     loaders = {"vlm": load_captioner, "clip": load_clip, "blip": load_blip, "llm": load_llm}

@@ -78,7 +78,8 @@ def test_outside_the_world_the_user_answers_with_the_vlms_caption_of_the_target(
 
 
 def test_rule_augmentation_adds_three_attributes_the_parser_reads_back():
-    from tdri_engine.summarizer import PromptParser, default_templates
+    from tdri_engine.prompt_parser import PromptParser
+    from tdri_engine.templates import default_templates
 
     parser = PromptParser(default_templates().keywords)
     aug = RuleAugmenter()

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from tdri_engine.errors import BadInput, ModelBroken, ModelMissing
+from tdri_engine.llm import load_llm
 from tdri_engine.metrics import ClipScorer, load_blip, load_clip
 from tdri_engine.models import RoleSpec
 from tdri_engine.reflector import load_captioner
-from tdri_engine.summarizer import load_llm
 
 CPU, FP32 = torch.device("cpu"), torch.float32
 LONG_TEXT = ", ".join(["a long flowing red silk evening dress with golden embroidery"] * 12)

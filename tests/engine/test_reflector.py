@@ -20,7 +20,7 @@ from tdri_engine.reflector import (
     make_reflector,
 )
 from tdri_engine.settings import ASPECTS, EngineSettings
-from tdri_engine.summarizer import default_templates
+from tdri_engine.templates import default_templates
 
 IMAGE = Image.fromarray((np.random.RandomState(11).rand(96, 80, 3) * 255).astype("uint8"))
 

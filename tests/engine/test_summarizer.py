@@ -9,17 +9,11 @@ import torch
 
 from tdri_engine.api import Answer, Feedback, PromptEdit, Skip
 from tdri_engine.errors import BadInput
+from tdri_engine.llm import extract_reply_line, load_llm
 from tdri_engine.models import ModelProfile, ModelRegistry, RoleSpec
 from tdri_engine.records import DialogueTurn
 from tdri_engine.settings import ASPECTS, EngineSettings
-from tdri_engine.summarizer import (
-    LLMSummarizer,
-    StructuredSummarizer,
-    Summary,
-    extract_reply_line,
-    load_llm,
-    make_summarizer,
-)
+from tdri_engine.summarizer import LLMSummarizer, StructuredSummarizer, Summary, make_summarizer
 
 
 class Dialogue:
@@ -311,7 +305,7 @@ def test_long_dialogues_are_cut_from_the_oldest_end(language_models) -> None:
 
 def test_templates_are_read_from_resources(tmp_path: Path) -> None:
     from tdri_engine.errors import TdriError
-    from tdri_engine.summarizer import load_templates
+    from tdri_engine.templates import load_templates
 
     t = load_templates()
     assert set(t.vlm["instructions"]) == set(ASPECTS) and "red" in t.keywords["colors"]

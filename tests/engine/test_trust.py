@@ -181,10 +181,10 @@ def _load(role: str, kind: str, folder: Path, options: dict | None = None):
     import torch
 
     from tdri_engine.generator import load_controlnet, load_pipeline
+    from tdri_engine.llm import load_llm
     from tdri_engine.metrics import load_blip, load_clip
     from tdri_engine.pose import load_openpose
     from tdri_engine.reflector import load_captioner
-    from tdri_engine.summarizer import load_llm
 
     loaders = {
         "generator": load_pipeline,
