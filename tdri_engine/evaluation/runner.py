@@ -343,7 +343,7 @@ class EvalRun:
 
     def _project(self, name: str, settings: EngineSettings, fresh: bool = False) -> Any:
         from ..store import create_project, open_project
-        from ..store.project import slugify
+        from ..store.slug import slugify
 
         name = slugify(name)
         if name in self._projects and not fresh:

@@ -28,9 +28,9 @@ from .project import (
     create_project,
     list_projects,
     open_project,
-    slugify,
 )
 from .sample import build_sample
+from .slug import slugify
 
 __all__ = [
     "MIGRATIONS",

@@ -13,6 +13,11 @@ One process writes a project at a time (an exclusive lock on ``.lock``); others 
 read-only. A save is durable when ``put`` returns, and the in-memory state changes only after
 the disk write succeeded: a full disk costs the save being attempted, nothing else.
 
+Apart from this file: the folder name (``slug.py``), the cross-process lock (``lock.py``), reading
+and repairing ``project.json`` (``project_file.py``), schema upgrades (``migrations.py``), the
+journal and snapshot (``db.py``, ``journal.py``). This file is the project's records and API:
+create, open, list, put/get/find, images and import.
+
 We use tinydb for its file format (``db.json`` opens in plain ``tinydb.TinyDB``) and its query
 language: ``store.find(Task, Query().status == "done")`` works, as does any ``callable(dict)``.
 """
@@ -28,7 +33,6 @@ import re
 import secrets
 import shutil
 import threading
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import BadInput, ProjectError, StorageError, TdriError
 from ..records import ALL_RECORDS, ImageRecord, Record, Task, now_iso
 from ..settings import EngineSettings
-from ..validation import MAX_NAME_CHARS, as_unicode, check_text, fit_bytes
+from ..validation import MAX_NAME_CHARS, as_unicode, check_text
 from .db import Database, RecoveryReport
 from .fsutil import (
     atomic_write,
@@ -50,27 +54,26 @@ from .fsutil import (
     write_file_synced,
 )
 from .images import load_image_checked, provenance_of, save_png
+from .lock import ProjectLock
 from .migrations import SCHEMA_VERSION, migrate
+from .project_file import (
+    PROJECT_FILE,
+    parse_project_json,
+    read_project_json,
+    repair_report,
+    set_damaged_aside,
+    too_new,
+)
+from .slug import slugify
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 R = TypeVar("R", bound=Record)
 
-PROJECT_FILE = "project.json"
-LOCK_FILE = ".lock"
 SUBDIRS = ("images", "loras", "exports")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-SLUG_MAX_BYTES = 100
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_WINDOWS_RESERVED = {
-    "con",
-    "prn",
-    "aux",
-    "nul",
-    *(f"com{i}" for i in range(1, 10)),
-    *(f"lpt{i}" for i in range(1, 10)),
-}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _NOUNS = {
     "tasks": "task",
     "annotations": "annotation",
@@ -80,39 +83,6 @@ _NOUNS = {
     "preferences": "preference",
     "adapters": "adapter version",
 }
-
-
-# ---------------------------------------------------------------------------- names
-
-
-def slugify(name: str) -> str:
-    """Folder name for a project: lower-case letters and digits (any script) joined by dashes.
-
-    ``"Summer Dresses 2025"`` -> ``"summer-dresses-2025"``, ``"../../etc"`` -> ``"etc"``,
-    ``"Été à Paris"`` -> ``"été-à-paris"``. Raises ProjectError when nothing is left.
-
-    At most 64 characters and :data:`SLUG_MAX_BYTES` bytes of UTF-8: file systems count a
-    name's bytes (255 on most), a letter outside the BMP takes 4, and the staging folder
-    ``.creating-<slug>-<8 hex>`` and exports named after the slug add their own.
-    """
-    text = unicodedata.normalize("NFKC", str(name)).casefold()
-    out: list[str] = []
-    for ch in text:
-        # letters, digits and the combining marks some scripts need (e.g. Devanagari vowels)
-        if ch.isalnum() or (out and out[-1] != "-" and unicodedata.category(ch).startswith("M")):
-            out.append(ch)
-        elif out and out[-1] != "-":
-            out.append("-")
-    slug = fit_bytes("".join(out)[:64], SLUG_MAX_BYTES).strip("-")
-    if not slug:
-        raise ProjectError(
-            f"The project name {name!r} has no letters or digits to make a folder name from.",
-            "Use a name with at least one letter or digit.",
-            kind="bad-name",
-        )
-    if slug in _WINDOWS_RESERVED:
-        slug += "-project"
-    return slug
 
 
 def _inside(root: Path, target: Path) -> bool:
@@ -166,116 +136,6 @@ class ImportResult:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- lock
-
-
-class _ProjectLock:
-    """Exclusive lock on ``<project>/.lock``; released when the process ends, even by SIGKILL."""
-
-    def __init__(self, folder: Path):
-        self.fd = -1
-        path = folder / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise read_only_project_error(folder, exc) from exc
-        try:
-            _lock_fd(fd)
-        except OSError as exc:
-            holder = ""
-            try:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, getattr(errno, "EWOULDBLOCK", errno.EAGAIN)):
-                who = f" (process {holder})" if holder.isdigit() else ""
-                raise ProjectError(
-                    f"The project {folder.name} is open in another window{who}.",
-                    "Switch to that window, or close the project there first. "
-                    "You can also open it read-only here.",
-                    kind="project-locked",
-                ) from exc
-            raise storage_error(exc, "lock the project", folder) from exc
-        self.fd = fd
-        try:  # the holder's pid, for the message above
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # closing the descriptor drops the lock
-            self.fd = -1
-
-
-def _lock_fd(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows-only names
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-# ---------------------------------------------------------------------------- project.json
-
-
-def _parse_project_json(path: Path) -> tuple[dict[str, Any] | None, str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None, "is missing"
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"is not valid JSON ({exc})" if raw.strip() else "is empty"
-    if not isinstance(doc, dict):
-        return None, "does not hold a JSON object"
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        return None, f"has no valid schema_version (found {version!r})"
-    return doc, ""
-
-
-def _read_project_json(folder: Path) -> tuple[dict[str, Any], str | None]:
-    """project.json, or its backup when damaged: (doc, problem or None). Raises ProjectError."""
-    main = folder / PROJECT_FILE
-    doc, why = _parse_project_json(main)
-    if doc is not None:
-        return doc, None
-    bak = folder / (PROJECT_FILE + ".bak")
-    if why == "is missing" and not bak.exists():
-        raise ProjectError(
-            f"{folder} is not a TDRI project folder: it has no {PROJECT_FILE}.",
-            "Pick the project's own folder (the one holding project.json), or create a new project.",
-            kind="not-a-project",
-        )
-    bak_doc, bak_why = _parse_project_json(bak)
-    if bak_doc is None:
-        raise ProjectError(
-            f"The project settings file {main} {why}, and its backup {bak.name} {bak_why}.",
-            f"Restore {PROJECT_FILE} from a backup of the project. The database and images in "
-            f"{folder} were not touched.",
-            kind="project-damaged",
-        )
-    return bak_doc, f"{PROJECT_FILE} {why}; its previous copy {bak.name} was used."
-
-
-def _too_new(path: Path, version: int) -> ProjectError:
-    return ProjectError(
-        f"The project {path.name} was made by a newer TDRI Studio (project schema version {version}; "
-        f"this version reads up to {SCHEMA_VERSION}).",
-        "Update TDRI Studio to open it. The project was not changed.",
-        kind="project-too-new",
-    )
-
-
 def _key_field(cls: type[Record]) -> str:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if "id" in names:
@@ -307,7 +167,7 @@ class ProjectStore:
         path: Path,
         doc: dict[str, Any],
         db: Database,
-        lock: _ProjectLock | None,
+        lock: ProjectLock | None,
         *,
         read_only: bool,
     ):
@@ -854,15 +714,15 @@ def open_project(path: Path, *, read_only: bool = False, compact_every: int | No
             "Check the path, or create a new project.",
             kind="project-missing",
         )
-    doc, pj_problem = _read_project_json(path)
+    doc, pj_problem = read_project_json(path)
     if doc["schema_version"] > SCHEMA_VERSION:
-        raise _too_new(path, doc["schema_version"])
+        raise too_new(path, doc["schema_version"])
     lock = None
     if not read_only:
         problem = probe_writable(path)
         if problem is not None:
             raise read_only_project_error(path, problem)
-        lock = _ProjectLock(path)
+        lock = ProjectLock(path)
     db = Database(
         path,
         read_only=read_only,
@@ -871,7 +731,7 @@ def open_project(path: Path, *, read_only: bool = False, compact_every: int | No
         key_fields={cls.TABLE: _key_field(cls) for cls in ALL_RECORDS},
     )
     try:
-        db.load(max_schema_version=SCHEMA_VERSION, too_new=lambda v: _too_new(path, v))
+        db.load(max_schema_version=SCHEMA_VERSION, too_new=lambda v: too_new(path, v))
         store = ProjectStore(path, doc, db, lock, read_only=read_only)
         if pj_problem is not None:
             store.recovery = _with_project_json_problem(store, pj_problem)
@@ -911,38 +771,13 @@ def _remove_leftovers(path: Path) -> None:
 
 
 def _with_project_json_problem(store: ProjectStore, problem: str) -> RecoveryReport:
-    """Fold a damaged project.json (recovered from its backup) into the recovery report."""
+    """Fold a damaged project.json (recovered from its backup) into the recovery report; a
+    writable project gets its damaged file set aside and a good copy written back."""
     kept: list[str] = []
-    main = store.path / PROJECT_FILE
     if not store.read_only:
-        if main.exists():
-            dst = unique_path(store.path / f"{PROJECT_FILE}.corrupt-{timestamp()}")
-            try:
-                os.replace(main, dst)
-            except OSError as exc:
-                raise storage_error(exc, "set the damaged project.json aside", store.path) from exc
-            kept.append(str(dst))
+        kept = set_damaged_aside(store.path)
         store._write_project_doc(copy.deepcopy(store._doc), "repair project.json")
-    prior = store.recovery
-    bak = store.path / (PROJECT_FILE + ".bak")
-    if prior is None:
-        from .db import _mtime_iso
-
-        return RecoveryReport(
-            what="The project settings file was damaged; TDRI Studio used its previous copy.",
-            source=bak.name,
-            good_copy_time=_mtime_iso(bak),
-            corrupt_file_kept=kept[0] if kept else None,
-            kept_files=tuple(kept),
-            problems=(problem,),
-            repaired=not store.read_only,
-        )
-    return dataclasses.replace(
-        prior,
-        problems=(*prior.problems, problem),
-        kept_files=(*prior.kept_files, *kept),
-        corrupt_file_kept=prior.corrupt_file_kept or (kept[0] if kept else None),
-    )
+    return repair_report(store.path, problem, store.recovery, kept, repaired=not store.read_only)
 
 
 def list_projects(root: Path) -> list[ProjectInfo]:
@@ -957,9 +792,9 @@ def list_projects(root: Path) -> list[ProjectInfo]:
         pj = child / PROJECT_FILE
         if not pj.exists() and not (child / (PROJECT_FILE + ".bak")).exists():
             continue  # not a project folder
-        doc, why = _parse_project_json(pj)
+        doc, why = parse_project_json(pj)
         if doc is None:
-            doc, _ = _parse_project_json(child / (PROJECT_FILE + ".bak"))
+            doc, _ = parse_project_json(child / (PROJECT_FILE + ".bak"))
         if doc is None:
             out.append(
                 ProjectInfo(name=child.name, slug=child.name, path=child, problem=f"{PROJECT_FILE} {why}")

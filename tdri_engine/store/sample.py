@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from ..errors import ProjectError
 from ..records import Annotation, Choice, ImageRecord, Task
 from .fsutil import storage_error
-from .project import _ProjectLock, create_project
+from .lock import ProjectLock
+from .project import create_project
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -237,7 +238,7 @@ def build_sample(root: Path, *, force: bool = False) -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise storage_error(exc, "create the projects folder", root) from exc
-    lock = _ProjectLock(target) if target.exists() else None  # ProjectError when a window has it
+    lock = ProjectLock(target) if target.exists() else None  # ProjectError when a window has it
     try:
         staging_root = root / f".sample-{secrets.token_hex(4)}"
         try:
