@@ -77,3 +77,41 @@ def seed_demo_models(dest: Path | None = None) -> Path | None:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return source
+
+
+FIRST_START_MARKER = "first-start.json"  # in the user's data folder, written once
+
+
+def first_start(projects_dir: Path | None = None) -> list[str]:
+    """What a packaged build does before its window opens; returns notes for the log.
+
+    Every start: copy the bundled demo models when the user's copy is missing
+    (:func:`seed_demo_models`). The first start on an account (no ``<TDRI_HOME>/first-start.json``)
+    also builds the sample project into the projects folder when it has none, so a designer with
+    no weights opens a project with images, tags and a dialogue offline (the source checkout has
+    it in ``projects/sample``). A failure here is a note, never a refusal to start: the studio
+    then builds the demo models itself and opens a new project.
+    """
+    from ..errors import TdriError
+
+    notes: list[str] = []
+    try:
+        copied = seed_demo_models()
+        if copied is not None:
+            notes.append(f"demo models copied from {copied} to {paths.demo_models_dir()}")
+    except (TdriError, OSError) as exc:
+        notes.append(f"demo models not copied: {getattr(exc, 'message', exc)}")
+    marker = paths.tdri_home() / FIRST_START_MARKER
+    if marker.exists():
+        return notes
+    root = Path(projects_dir) if projects_dir is not None else paths.default_projects_dir()
+    try:
+        if not (root / "sample").exists():
+            from ..store.sample import build_sample
+
+            notes.append(f"sample project built at {build_sample(root)}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"projects": str(root), "notes": notes}, indent=2), encoding="utf-8")
+    except (TdriError, OSError) as exc:
+        notes.append(f"sample project not built: {getattr(exc, 'message', exc)}")
+    return notes

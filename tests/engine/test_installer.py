@@ -107,3 +107,32 @@ def test_install_refuses_a_prefix_that_holds_something_else(archive, tmp_path):
     )
     assert run.returncode == 1 and "not a TDRI Studio install" in run.stderr
     assert (prefix / "thesis.txt").read_text() == "keep me" and len(list(prefix.iterdir())) == 1
+
+
+def test_bundle_sizes_are_split_into_torch_cuda_qt_models_ours_and_the_rest(tmp_path):
+    from tdri_engine.packaging.build import measure
+
+    files = {
+        "tdri-studio": 4000,
+        "_internal/resources/style.qss": 1000,
+        "_internal/tdri_studio-0.1.0.dist-info/METADATA": 1000,
+        "_internal/torch/lib/libtorch_cpu.so": 5_000_000,
+        "_internal/torch/lib/libc10.so": 1_000_000,
+        "_internal/nvidia/cublas/lib/libcublas.so.13": 3_000_000,
+        "_internal/torch/lib/libcudnn.so.9": 2_000_000,
+        "_internal/PySide6/Qt/plugins/platforms/libqxcb.so": 500_000,
+        "_internal/libQt6Core.so.6": 500_000,
+        "_internal/demo_models/pose/model.safetensors": 700_000,
+        "_internal/numpy/_core/_multiarray_umath.so": 300_000,
+    }
+    for rel, size in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0" * size)
+    m = measure(tmp_path)
+    parts = m["parts"]
+    assert {k: v["files"] for k, v in parts.items()} == {
+        "models": 1, "cuda": 2, "torch": 2, "qt": 2, "ours": 3, "other": 1,
+    }  # fmt: skip
+    assert parts["cuda"]["mb"] == 5.0 and parts["torch"]["mb"] == 6.0 and parts["models"]["mb"] == 0.7
+    assert m["total"] == {"files": 11, "mb": round(sum(files.values()) / 1e6, 1)}
+    assert list(m["largest_other"]) == ["_internal/numpy"]

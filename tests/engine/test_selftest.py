@@ -59,3 +59,23 @@ def test_bundled_demo_models_are_copied_once_and_the_bundle_is_not_written(
     assert all(Path(r["path"]).parent == dest for r in marker["roles"].values())
     assert seed_demo_models() is None  # already there: nothing copied again
     assert _listing(demo_models) == before
+
+
+def test_first_start_builds_the_sample_once_and_never_over_the_users_files(tdri_home, tmp_path, monkeypatch):
+    from tdri_engine.packaging.bundled import first_start
+
+    monkeypatch.delenv("TDRI_BUNDLED_DEMO", raising=False)
+    projects = tmp_path / "TDRI Projects"
+    notes = first_start(projects)
+    assert (projects / "sample" / "project.json").is_file(), notes
+    # later starts never rebuild it: a sample the user deleted stays deleted
+    import shutil
+
+    shutil.rmtree(projects / "sample")
+    assert first_start(projects) == [] and not (projects / "sample").exists()
+    # a first start on another account whose projects folder already has a 'sample' leaves it
+    (tdri_home / "first-start.json").unlink()
+    (projects / "sample").mkdir()
+    (projects / "sample" / "mine.txt").write_text("keep")
+    first_start(projects)
+    assert [p.name for p in (projects / "sample").iterdir()] == ["mine.txt"]
