@@ -3,7 +3,9 @@
 A *profile* names one model per *role* (generator, pose ControlNet, pose detector, VLM
 captioner, CLIP and BLIP scorers, summarizer LLM). Every role is resolved offline: a folder
 that exists, ``<TDRI_HOME>/models/<org>/<name>``, or the Hugging Face cache read with local
-files only. Nothing here ever touches the network. When weights are missing the error names
+files only (``huggingface_hub.snapshot_download(local_files_only=True)``, the lookup
+``from_pretrained`` does). Nothing here ever touches the network, whatever ``HF_HUB_OFFLINE``
+says; the trust policy (``trust.py``) judges a folder before it counts as found. When weights are missing the error names
 the role, every place looked, and how to provide them.
 
 ``ModelRegistry`` loads each role lazily, once, through a loader table that maps a *kind*
@@ -621,7 +623,9 @@ def list_profiles() -> list[str]:
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (tests change it)."""
+    """The Hugging Face hub cache, read from the environment at call time with the precedence
+    ``huggingface_hub.constants`` uses (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME,
+    XDG_CACHE_HOME): the library reads it once at import, and tests and the studio change it later."""
     env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if env:
         return Path(os.path.expandvars(env)).expanduser()
@@ -667,22 +671,44 @@ def model_name(profile: ModelProfile, role: str) -> str:
     return f"demo/{name}" if profile.is_demo else name
 
 
-def _cache_snapshot(repo_id: str, revision: str = "main") -> tuple[Path | None, Path]:
-    """(snapshot folder or None, repo folder looked in) from the hub cache layout."""
-    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / revision
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8").strip()
-        if (snapshots / commit).is_dir():
-            return snapshots / commit, repo_dir
-    if (snapshots / revision).is_dir():  # revision given as a commit hash
-        return snapshots / revision, repo_dir
-    if snapshots.is_dir():  # a copied cache without refs: take the newest snapshot
-        found = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1], repo_dir
-    return None, repo_dir
+def _cache_snapshot(repo_id: str, revision: str = "main") -> tuple[Path | None, Path, str]:
+    """(snapshot folder or None, repo folder looked in, why an existing snapshot is unusable)
+    from the hub cache, through ``huggingface_hub`` and never the network.
+
+    ``snapshot_download(local_files_only=True)`` resolves the revision (a branch through
+    ``refs/``, or a commit hash) as ``from_pretrained`` would, and refuses a snapshot its cached
+    file listing shows incomplete. A cache copied without its ``refs/`` (a common way to carry
+    one to an offline machine) has no branch to resolve: then the newest snapshot of the repo
+    that ``scan_cache_dir`` lists is taken, as before the library did the lookup.
+    """
+    from huggingface_hub import scan_cache_dir, snapshot_download
+    from huggingface_hub.errors import CacheNotFound, IncompleteSnapshotError, LocalEntryNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
+
+    cache = hf_cache_dir()
+    try:
+        repo_dir = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    except ValueError as exc:  # HFValidationError: e.g. spaces or '..' in the id
+        return None, cache / ("models--" + repo_id.replace("/", "--")), f"'{repo_id}' is no repo id ({exc})"
+    try:
+        found = snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True)
+        return Path(found), repo_dir, ""
+    except IncompleteSnapshotError as exc:
+        return None, repo_dir, str(exc)
+    except (LocalEntryNotFoundError, ValueError):  # ValueError: not a valid repo id (HFValidationError)
+        pass
+    if not (repo_dir / "snapshots").is_dir():
+        return None, repo_dir, ""
+    try:
+        repos = scan_cache_dir(cache).repos
+    except (CacheNotFound, OSError):
+        return None, repo_dir, ""
+    revisions = [
+        r for repo in repos if repo.repo_id == repo_id and repo.repo_type == "model" for r in repo.revisions
+    ]
+    if not revisions:
+        return None, repo_dir, ""
+    return Path(max(revisions, key=lambda r: r.last_modified).snapshot_path), repo_dir, ""
 
 
 def missing_files(path: Path, kind: str) -> list[str]:
@@ -748,8 +774,10 @@ def _locate(spec: RoleSpec) -> Resolution:
                 return Resolution(target, looked)
             reasons.append(f"{target} is incomplete or not a {spec.kind} model (missing {'; '.join(gaps)})")
     if is_id:
-        snapshot, repo_dir = _cache_snapshot(source, str(spec.options.get("revision", "main")))
+        snapshot, repo_dir, problem = _cache_snapshot(source, str(spec.options.get("revision", "main")))
         looked.append(str(repo_dir))
+        if problem:
+            reasons.append(problem)
         if snapshot is not None:
             target = snapshot / subfolder if subfolder else snapshot
             refusal = trust.refusal_reason(target, spec.kind, spec.options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,21 @@ def test_the_built_demo_profile_is_complete(demo_profile):
     assert [s.role for s in statuses] == list(ROLES)
     assert all(s.found for s in statuses), [s for s in statuses if not s.found]
     assert demo_profile.is_demo and demo_profile.limits["width"] <= 128
+
+
+def test_a_cache_copied_without_refs_gives_its_newest_snapshot(hf_cache: Path):
+    repo = hf_cache / "models--Qwen--Qwen2.5-1.5B-Instruct"
+    old = _fake_transformers_folder(repo / "snapshots" / "old111")
+    new = _fake_transformers_folder(repo / "snapshots" / "new222")
+    os.utime(old / "config.json", (1_000_000, 1_000_000))
+    os.utime(old / "model.safetensors", (1_000_000, 1_000_000))
+    spec = load_profile("sd15").roles["llm"]
+    assert resolve(spec) == new  # no refs/main to resolve: the newest snapshot, as a copy carries it
+
+
+def test_a_source_that_is_no_repo_id_is_missing_with_the_reason(hf_cache: Path, tdri_home: Path):
+    spec = RoleSpec("llm", "causal-lm", "my org/chat model")  # two parts, but no valid repo id
+    with pytest.raises(ModelMissing) as info:
+        resolve(spec)
+    assert "is no repo id" in info.value.message
+    assert "'llm'" in info.value.message
