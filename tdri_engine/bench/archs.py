@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..demo.diffusion import ddim_scheduler
+from ..demo.language import TINY_QWEN2_VL_VISION, tiny_clip_config, tiny_qwen2_text
 
 ARCHS: tuple[str, ...] = ("sd15-controlnet", "sdxl", "tiny")
 
@@ -373,17 +374,7 @@ def build_vlm(arch: str, device: Any, dtype: Any, *, seed: int = 0) -> Any:
     if arch == "qwen2-vl-2b":
         text, vision, pixels = dict(QWEN2_VL_2B_TEXT), dict(QWEN2_VL_2B_VISION), QWEN2_VL_PIXELS
     elif arch == "tiny":
-        text = dict(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=2048,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        )
-        vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14)
+        text, vision = tiny_qwen2_text(len(tok), mrope=True), dict(TINY_QWEN2_VL_VISION)  # the demo's
         pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
     else:
         raise ValueError(f"unknown VLM architecture {arch!r}")
@@ -424,19 +415,7 @@ def build_clip(arch: str, device: Any, dtype: Any, *, seed: int = 0) -> Any:
     if arch == "clip-vit-b32":
         cfg, size = CLIP_B32, 224
     elif arch == "tiny":
-        cfg = dict(
-            text_config=dict(
-                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=77, vocab_size=49408,
-                bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-            ),
-            vision_config=dict(
-                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                image_size=64, patch_size=16,
-            ),
-            projection_dim=32,
-        )  # fmt: skip
-        size = 64
+        cfg, size = tiny_clip_config(), 64  # the demo's hf-clip
     else:
         raise ValueError(f"unknown CLIP architecture {arch!r}")
     torch.manual_seed(seed)

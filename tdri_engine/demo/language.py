@@ -41,6 +41,59 @@ _IMAGE_SIZE = 64  # CLIP and BLIP input size
 # the scoring path downstream does real work.
 _LM_INIT_RANGE = 0.5
 
+# The size of every tiny transformer here (and of the benchmark's "tiny" architectures, which
+# are these models): two layers of width 32, two heads.
+TINY_TRANSFORMER: dict[str, int] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+# Qwen2-VL's vision tower at the same size (patches of 14 px, merged 2 x 2)
+TINY_QWEN2_VL_VISION: dict[str, int] = {
+    "depth": 2,
+    "embed_dim": 32,
+    "hidden_size": 32,
+    "num_heads": 2,
+    "mlp_ratio": 2,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}
+
+
+def tiny_qwen2_text(vocab_size: int, *, mrope: bool = False) -> dict[str, Any]:
+    """The tiny Qwen2 decoder's config (the LLM's, and the VLM's text model with ``mrope``).
+
+    Head size 16 (hidden 32 / 2 heads); Qwen2-VL's M-RoPE sections must add up to head_dim / 2.
+    """
+    cfg: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        **TINY_TRANSFORMER,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 2048,
+    }
+    if mrope:
+        cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    return cfg
+
+
+def tiny_clip_config() -> dict[str, Any]:
+    """The tiny transformers CLIPConfig arguments (CLIP's BPE vocabulary, 64 px images)."""
+    return {
+        "text_config": {
+            "vocab_size": 49408,
+            **TINY_TRANSFORMER,
+            "max_position_embeddings": 77,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 49407,
+        },
+        "vision_config": {**TINY_TRANSFORMER, "image_size": _IMAGE_SIZE, "patch_size": 16},
+        "projection_dim": 32,
+    }
+
+
 CLIP_MODEL_CFG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": _IMAGE_SIZE, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
@@ -105,13 +158,7 @@ def build_llm(out: Path, tokenizer: Any | None = None, seed: int = DEMO_SEED) ->
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
+        **tiny_qwen2_text(len(tok)),
         tie_word_embeddings=True,
         initializer_range=_LM_INIT_RANGE,
         bos_token_id=eot,
@@ -146,32 +193,15 @@ def build_vlm(out: Path, tokenizer: Any | None = None, seed: int = DEMO_SEED) ->
     ids.update({t: tok.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>")})
     ids.update({t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")})
     im_end, eot = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")
-    head_dim = 16  # hidden 32 / 2 heads; M-RoPE sections must add up to head_dim / 2
     config = Qwen2VLConfig(
         text_config={
-            "vocab_size": len(tok),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 32 // head_dim,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 2048,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            **tiny_qwen2_text(len(tok), mrope=True),
             "initializer_range": _LM_INIT_RANGE,
             "bos_token_id": eot,
             "eos_token_id": im_end,
             "pad_token_id": eot,
         },
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": 32,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+        vision_config=dict(TINY_QWEN2_VL_VISION),
         image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
         vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
@@ -227,28 +257,7 @@ def build_hf_clip(out: Path, seed: int = DEMO_SEED) -> Path:
 
     from ..tokenizers_offline import save_clip_tokenizer
 
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": 49408,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 77,
-            "bos_token_id": 49406,
-            "eos_token_id": 49407,
-            "pad_token_id": 49407,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": _IMAGE_SIZE,
-            "patch_size": 16,
-        },
-        projection_dim=32,
-    )
+    config = CLIPConfig(**tiny_clip_config())
     with _seeded(seed):
         model = CLIPModel(config).eval()
     with tempfile.TemporaryDirectory() as tdir:
@@ -281,10 +290,7 @@ def build_blip(out: Path, seed: int = DEMO_SEED) -> Path:
     config = BlipConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **TINY_TRANSFORMER,
             "max_position_embeddings": 128,
             "encoder_hidden_size": 32,
             "pad_token_id": tokenizer.pad_token_id,
@@ -292,10 +298,7 @@ def build_blip(out: Path, seed: int = DEMO_SEED) -> Path:
             "sep_token_id": tokenizer.sep_token_id,
         },
         vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **TINY_TRANSFORMER,
             "image_size": _IMAGE_SIZE,
             "patch_size": 16,
             # BlipVisionConfig's default (1e-10) gives features of ~1e-6, which vanish in fp16
