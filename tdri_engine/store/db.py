@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, ProjectError
-from .fsutil import fsync_dir, link_or_copy, storage_error, timestamp, unique_path, write_file_synced
+from .fsutil import (
+    fsync_dir,
+    link_or_copy,
+    read_or_why,
+    storage_error,
+    timestamp,
+    unique_path,
+    write_file_synced,
+)
 from .journal import JournalRead, JournalWriter, encode_entry, read_journal
 
 SNAPSHOT = "db.json"
@@ -270,12 +278,9 @@ def _diagnose(raw: bytes) -> str:
 
 def _read_snapshot(path: Path) -> tuple[SnapshotTables | None, str]:
     """Parse a snapshot; return (tables, "") or (None, what is wrong with it)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None, "is missing"
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
+    raw, why = read_or_why(path)
+    if raw is None:
+        return None, why
     if not raw.strip():
         return None, "is empty (0 bytes of data)" if not raw else "is empty"
     try:

@@ -6,10 +6,12 @@ surfaces as an ``OSError`` we can turn into a :class:`StorageError` that says wh
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ProjectError, StorageError
@@ -81,6 +83,32 @@ def write_file_synced(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def read_or_why(path: Path) -> tuple[bytes | None, str]:
+    """A file's bytes and "", or None and why not, in words that complete "<file> ..." in a
+    message ("is missing", "cannot be read (Permission denied)")."""
+    try:
+        return path.read_bytes(), ""
+    except FileNotFoundError:
+        return None, "is missing"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+
+
+@contextlib.contextmanager
+def temp_beside(path: Path) -> Iterator[Path]:
+    """A temporary name in ``path``'s folder, ``.<name>.<8 hex>.tmp`` (the pattern
+    ``open_project`` sweeps after a crash); the file is removed when the block fails."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def atomic_write(path: Path, data: bytes, *, keep_backup: bool = False) -> None:
     """Replace ``path`` with ``data`` so that it is never seen half-written.
 
@@ -88,18 +116,11 @@ def atomic_write(path: Path, data: bytes, *, keep_backup: bool = False) -> None:
     ``<name>.bak``, ``os.replace``, fsync of the folder. Raises ``OSError``; on failure the
     old file is untouched and the temporary file is removed.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with temp_beside(path) as tmp:
         write_file_synced(tmp, data)
         if keep_backup and path.exists():
             link_or_copy(path, path.with_name(path.name + ".bak"))
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     fsync_dir(path.parent)
 
 
@@ -108,8 +129,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
     A hard link costs nothing whatever the size; filesystems without links get a copy.
     """
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with temp_beside(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError as exc:
@@ -117,12 +137,6 @@ def link_or_copy(src: Path, dst: Path) -> None:
                 raise
             write_file_synced(tmp, src.read_bytes())
         os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def probe_writable(folder: Path) -> OSError | None:

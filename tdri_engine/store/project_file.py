@@ -17,19 +17,16 @@ from typing import Any
 
 from ..errors import ProjectError
 from .db import RecoveryReport, _mtime_iso
-from .fsutil import storage_error, timestamp, unique_path
+from .fsutil import read_or_why, storage_error, timestamp, unique_path
 from .migrations import SCHEMA_VERSION
 
 PROJECT_FILE = "project.json"
 
 
 def parse_project_json(path: Path) -> tuple[dict[str, Any] | None, str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None, "is missing"
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
+    raw, why = read_or_why(path)
+    if raw is None:
+        return None, why
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
