@@ -207,6 +207,14 @@ def _split_snapshot(text: str) -> SnapshotTables:
             raise ValueError(f"expected {char!r} at {pos}")
         return pos + 1
 
+    def next_member(pos: int) -> tuple[bool, int]:
+        """After an object's member: (True, past the ',') when another follows, else (False,
+        past the closing '}')."""
+        pos = skip(pos)
+        if text[pos : pos + 1] == ",":
+            return True, pos + 1
+        return False, expect(pos, "}")
+
     tables: SnapshotTables = {}
     pos = skip(expect(0, "{"))
     if text[pos : pos + 1] == "}":
@@ -230,19 +238,13 @@ def _split_snapshot(text: str) -> SnapshotTables:
                     if not isinstance(doc, dict):
                         raise ValueError(f"document {m.group(1)} in table {name!r} is not an object")
                     docs.append((int(m.group(1)), text[start:pos], doc))
-                    pos = skip(pos)
-                    if text[pos : pos + 1] == ",":
-                        pos += 1
-                        continue
-                    pos = expect(pos, "}")
-                    break
+                    more, pos = next_member(pos)
+                    if not more:
+                        break
             tables[name] = docs
-            pos = skip(pos)
-            if text[pos : pos + 1] == ",":
-                pos += 1
-                continue
-            pos = expect(pos, "}")
-            break
+            more, pos = next_member(pos)
+            if not more:
+                break
     if skip(pos) != len(text):
         raise ValueError("data after the end")
     return tables
