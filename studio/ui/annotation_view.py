@@ -33,7 +33,6 @@ from PySide6.QtGui import (
     QGuiApplication,
     QKeyEvent,
     QKeySequence,
-    QShortcut,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -54,7 +53,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QSplitter,
@@ -68,6 +66,7 @@ from studio.models.annotation_model import FILTERS, AnnotationModel
 from studio.models.tags import available_sets
 from studio.ui.image_view import ImageView
 from studio.ui.plain_label import PlainLabel
+from studio.ui.view_parts import bind_shortcut, side_scroll
 from studio.workers import store_io
 from studio.workers.images import read_image
 from studio.workers.tasks import Tasks
@@ -302,14 +301,7 @@ class AnnotationView(QWidget):
         self.help_button.setAccessibleName("Guidelines and shortcuts")
         rv.addWidget(self.help_button)
 
-        scroll = QScrollArea()
-        scroll.setObjectName("commandScroll")
-        scroll.setWidget(right_inner)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(330)
-        self.splitter.addWidget(scroll)
+        self.splitter.addWidget(side_scroll(right_inner, "commandScroll", 330))
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
@@ -604,10 +596,7 @@ class AnnotationView(QWidget):
 
     def _make_shortcuts(self) -> None:
         def bind(name: str, fn: Callable[[], Any]) -> None:
-            for seq in shortcuts.keys(name):
-                sc = QShortcut(QKeySequence(seq), self)
-                sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-                sc.activated.connect(fn)
+            bind_shortcut(self, name, fn)
 
         bind("annotate.left_better", lambda: self.choose(Choice.LEFT))
         bind("annotate.right_better", lambda: self.choose(Choice.RIGHT))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QSplitter,
@@ -50,6 +49,7 @@ from studio.ui.ambiguity_chart import AmbiguityChart
 from studio.ui.image_view import ImageView
 from studio.ui.job_widget import JobProgress
 from studio.ui.plain_label import PlainLabel, plain_tooltip
+from studio.ui.view_parts import bind_shortcut, side_scroll
 from studio.workers.tasks import Tasks
 from tdri_engine import api
 from tdri_engine.events import Error, Question
@@ -358,14 +358,7 @@ class RefinementView(QWidget):
         psv.addWidget(self.train_progress)
         rv.addWidget(pers)
         rv.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setObjectName("refineSideScroll")
-        scroll.setWidget(right_inner)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(320)
-        self.splitter.addWidget(scroll)
+        self.splitter.addWidget(side_scroll(right_inner, "refineSideScroll", 320))
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
@@ -408,10 +401,7 @@ class RefinementView(QWidget):
 
     def _make_shortcuts(self) -> None:
         def bind(name: str, fn: Callable[[], Any]) -> None:
-            for seq in shortcuts.keys(name):
-                sc = QShortcut(QKeySequence(seq), self)
-                sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-                sc.activated.connect(fn)
+            bind_shortcut(self, name, fn)
 
         bind("refine.send", self.send)
         bind("refine.skip", self.skip)
