@@ -36,7 +36,7 @@ from typing import Any
 PROMPT = "a woman in a red dress standing on a beach"
 FEEDBACK = "make the dress longer"
 # 64 px and 4 steps: the demo's tiny models at their cheapest (a round is ~1 s on 2 cores).
-SETTINGS = {"width": 64, "height": 64, "steps": 4, "use_attend_excite": False, "dpo_steps": 1}
+SETTINGS: dict[str, Any] = {"width": 64, "height": 64, "steps": 4, "use_attend_excite": False, "dpo_steps": 1}
 
 Part = tuple[str, Callable[[dict[str, Any]], str]]  # (name, fn(context) -> one-line detail)
 
