@@ -119,12 +119,13 @@ def _train(args: argparse.Namespace) -> int:
     }
     heldout = data.build("heldout", args.n_heldout, args.seed, 64, cache, rendering("heldout"))
     sys.stderr.write("\n")
-    summary = {"render_s": round(time.monotonic() - t0, 1), "roles": {}}
+    summary_roles: dict[str, Any] = {}
+    summary: dict[str, Any] = {"render_s": round(time.monotonic() - t0, 1), "roles": summary_roles}
     for name in roles:
         role = make_role(name, sets[TRAIN_SPLIT[name]], heldout, args.seed)
         steps = args.steps or DEFAULT_STEPS[name]
         result = train_role(role, RunConfig(steps=steps, seed=args.seed, lr=DEFAULT_LR[name]), out)
-        summary["roles"][name] = {
+        summary_roles[name] = {
             "steps": steps,
             "wall_s": round(result.wall_s, 1),
             "heldout": result.figures,

@@ -114,7 +114,7 @@ def text_for(record: Record, rng: random.Random) -> tuple[str, dict[str, str]]:
 
 def positives(constraints: list[dict[str, str]], labels: np.ndarray) -> np.ndarray:
     """M[i, j] = image j satisfies every constraint of text i."""
-    m = np.ones((len(constraints), len(labels)), dtype=bool)
+    m: np.ndarray = np.ones((len(constraints), len(labels)), dtype=bool)
     for i, c in enumerate(constraints):
         for f, v in c.items():
             m[i] &= labels[:, FIELDS.index(f)] == VOCAB[f].index(v)

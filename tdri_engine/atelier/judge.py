@@ -35,17 +35,10 @@ CHANNELS = (32, 32, 64, 128)
 HIDDEN = 256
 
 
-def _nn() -> Any:
-    import torch.nn as nn
-
-    return nn
-
-
 def build_model(channels: Sequence[int] = CHANNELS, hidden: int = HIDDEN) -> Any:
     """The network, freshly initialised (torch's default init, from the global seed)."""
     import torch
-
-    nn = _nn()
+    from torch import nn
 
     class Judge(nn.Module):
         def __init__(self) -> None:

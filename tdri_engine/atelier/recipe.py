@@ -84,9 +84,12 @@ class RunResult:
 def _optimizer_tensors(opt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    tensors, meta = {}, {"param_groups": [], "steps": {}}
+    tensors: dict[str, Any] = {}
+    groups: list[dict[str, Any]] = []
+    steps: dict[str, dict[str, float]] = {}
+    meta: dict[str, Any] = {"param_groups": groups, "steps": steps}
     for gi, group in enumerate(opt.param_groups):
-        meta["param_groups"].append({k: v for k, v in group.items() if k != "params"})
+        groups.append({k: v for k, v in group.items() if k != "params"})
         for pi, p in enumerate(group["params"]):
             st = opt.state.get(p)
             if not st:
@@ -96,7 +99,7 @@ def _optimizer_tensors(opt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 if torch.is_tensor(value) and value.dim() > 0:
                     tensors[f"opt.{key}.{name}"] = value.detach().contiguous()
                 else:
-                    meta["steps"].setdefault(key, {})[name] = float(value)
+                    steps.setdefault(key, {})[name] = float(value)
     return tensors, meta
 
 

@@ -168,7 +168,7 @@ class Record:
 
 def random_record(rng: random.Random) -> Record:
     """A uniformly drawn record (each field independent)."""
-    values = {f: rng.choice(VOCAB[f]) for f in FIELDS}
+    values: dict[str, Any] = {f: rng.choice(VOCAB[f]) for f in FIELDS}
     if values["garment"] not in SLEEVED:
         values["sleeves"] = None
     return Record(**values)
@@ -468,8 +468,8 @@ def _background(draw: ImageDraw.ImageDraw, name: str, w: int, h: int, rng: rando
         draw.rectangle([0, 0, w, h * 0.35], fill=j((205, 232, 250)))
         draw.rectangle([0, h * 0.35, w, h], fill=j((85, 165, 65)))
         for _ in range(14):
-            x, y, r = rng.uniform(0, w), rng.uniform(h * 0.4, h), w * 0.018
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=rng.choice([(250, 90, 150), (255, 230, 60)]))
+            fx, fy, r = rng.uniform(0, w), rng.uniform(h * 0.4, h), w * 0.018
+            draw.ellipse([fx - r, fy - r, fx + r, fy + r], fill=rng.choice([(250, 90, 150), (255, 230, 60)]))
     elif name == "runway":
         draw.rectangle([0, 0, w, h], fill=j((30, 26, 38)))
         draw.polygon(
