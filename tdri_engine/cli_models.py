@@ -103,32 +103,34 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .models import check_profile, load_profile
+    from .validation import terminal_safe as t
 
+    # a profile can come from a shared project: every name, path and reason in it is shown escaped
     profile = load_profile(args.profile)
     statuses = check_profile(profile)
-    print(f"Profile '{profile.name}'" + (" (demo: tiny random models)" if profile.is_demo else ""))
+    print(f"Profile '{t(profile.name)}'" + (" (demo: tiny random models)" if profile.is_demo else ""))
     if profile.description:
-        print(f"  {profile.description}")
-    width = max(len(s.source) for s in statuses)
+        print(f"  {t(profile.description)}")
+    width = max(len(t(s.source)) for s in statuses)
     print(f"{'role':<11} {'kind':<19} {'source':<{width}}  status")
     for s in statuses:
         if s.refused:
             state = "REFUSED" if s.required else "refused (optional)"
         else:
             state = "found" if s.found else ("MISSING" if s.required else "missing (optional)")
-        print(f"{s.role:<11} {s.kind:<19} {s.source:<{width}}  {state}")
+        print(f"{s.role:<11} {t(s.kind):<19} {t(s.source):<{width}}  {state}")
         if s.found:
-            print(f"{'':<11} at {s.path}")
+            print(f"{'':<11} at {t(s.path)}")
         elif s.refused:
-            print(f"{'':<11} at {s.path}")
-            print(f"{'':<11} refused: {s.reason}")
-            print(f"{'':<11} fix: {s.what_to_do}")
+            print(f"{'':<11} at {t(s.path)}")
+            print(f"{'':<11} refused: {t(s.reason)}")
+            print(f"{'':<11} fix: {t(s.what_to_do)}")
         else:
             for place in s.looked_in:
-                print(f"{'':<11} looked in {place}")
+                print(f"{'':<11} looked in {t(place)}")
             if s.reason:
-                print(f"{'':<11} {s.reason}")
-            print(f"{'':<11} fix: {s.what_to_do}")
+                print(f"{'':<11} {t(s.reason)}")
+            print(f"{'':<11} fix: {t(s.what_to_do)}")
     refused = [s.role for s in statuses if s.refused]
     if refused:  # even an optional role: a folder with custom code or pickles is never "fine"
         print(
@@ -151,6 +153,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from .errors import BadInput
     from .models import load_profile, save_profile
     from .session import Engine
+    from .validation import terminal_safe
 
     profile = load_profile(args.profile)
     prompts = calibration.read_prompts(args.prompts) if args.prompts else list(calibration.BUILTIN_PROMPTS)
@@ -161,7 +164,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             "The demo profile's thresholds are built in; --save is for real profiles.",
             "Leave out --save (the JSON is written), or calibrate a real profile.",
         )
-    print(f"Calibrating '{profile.name}' on {len(prompts)} prompts ...", file=sys.stderr)
+    print(f"Calibrating '{terminal_safe(profile.name)}' on {len(prompts)} prompts ...", file=sys.stderr)
     start = time.monotonic()
     result = calibration.calibrate(
         Engine(profile),
@@ -169,10 +172,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         target_rate=target,
         ae_target_rate=ae_target,
         seed=args.seed,
-        on_progress=lambda i, n, msg: print(f"  [{i}/{n}] {msg}", file=sys.stderr),
+        on_progress=lambda i, n, msg: print(f"  [{i}/{n}] {terminal_safe(msg)}", file=sys.stderr),
     )
     for line in result.summary_lines():
-        print(line)
+        print(terminal_safe(line))
     out = args.out or paths.tdri_home() / "calibration" / f"{profile.name}.json"
     calibration.write_result(result, out)
     print(f"Wrote {out} in {time.monotonic() - start:.0f} s.", file=sys.stderr)

@@ -367,3 +367,19 @@ def test_bad_text_is_refused_before_any_model_loads(argv, words, tmp_path, monke
     err = capsys.readouterr().err
     assert words in err and "what to do:" in err and "\x1b" not in err and "\x07" not in err
     assert not (tmp_path / "p").exists()
+
+
+def test_models_check_shows_a_shared_profiles_name_and_description_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """A profile from someone else cannot clear the screen or retitle the terminal."""
+    monkeypatch.setenv("TDRI_HOME", str(tmp_path / "home"))
+    path = tmp_path / "profile.json"
+    path.write_text(
+        '{"name": "evil\\u001b[2J", "extends": "sd15", "description": "d\\u001b]0;title\\u0007"}',
+        encoding="utf-8",
+    )
+    assert main(["models", "check", "--profile", str(path)]) == 1  # sd15's weights are not here
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "Profile 'evil\\x1b[2J'" in out and "d\\x1b]0;title\\x07" in out
