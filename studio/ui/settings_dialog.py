@@ -506,13 +506,16 @@ class SettingsDialog(QDialog):
         self.statuses = list(statuses)
         self.models_table.setRowCount(len(statuses))
         for row, st in enumerate(statuses):
-            found = "✓ found" if st.found else ("✗ missing" if st.required else "– optional, missing")
+            if st.refused:  # the trust policy's word: custom code or only pickled weights
+                found = "✗ refused" if st.required else "– optional, refused"
+            else:
+                found = "✓ found" if st.found else ("✗ missing" if st.required else "– optional, missing")
             cells = (
                 st.role,
                 st.kind,
                 found,
                 st.path or st.source,
-                st.what_to_do or "",
+                (f"Refused: {st.reason} " if st.refused and st.reason else "") + (st.what_to_do or ""),
             )
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -525,7 +528,14 @@ class SettingsDialog(QDialog):
                 self.models_table.setItem(row, col, item)
         self.models_table.resizeRowsToContents()
         missing = [s.role for s in statuses if not s.found and s.required]
-        if missing:
+        refused = [s.role for s in statuses if s.refused]
+        if refused:
+            self.models_summary.setText(
+                f"⚠ Refused by the trust policy (custom code or pickled weights): {', '.join(refused)}. "
+                "Nothing from these folders was loaded; see “What to do”."
+            )
+            self.models_summary.setProperty("level", "error")
+        elif missing:
             self.models_summary.setText(
                 f"⚠ {len(missing)} required model(s) missing: {', '.join(missing)}. "
                 "See “What to do” for each; generation is disabled until they are found."

@@ -92,3 +92,28 @@ def test_a_model_folder_chosen_for_a_role_is_saved_in_the_user_profile_and_check
         dlg.save()
     assert window.store.get_meta("model_profile") == "sd15"
     assert window.profile_label.text().startswith("Models: sd15")
+
+
+def test_a_model_folder_with_custom_code_shows_as_refused_with_the_reason(
+    studio, new_project, tmp_path, qtbot
+):
+    """The trust policy's refusal reads as such in Settings > Models, not as 'missing'."""
+    window = studio(new_project())
+    dlg = open_settings(window, qtbot)
+    dlg.profile_combo.setCurrentIndex(dlg.profile_combo.findData("sd15"))
+    qtbot.waitUntil(
+        lambda: dlg._check_task.done() and dlg.statuses and dlg._profile.name == "sd15", timeout=10000
+    )
+    vlm_row = [s.role for s in dlg.statuses].index("vlm")
+    folder = tmp_path / "shared-vlm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "evil.Model"}}))
+    (folder / "evil.py").write_text("open('marker', 'w')\n")
+    (folder / "model.safetensors").write_bytes(b"\0")
+    dlg.set_role_folder("vlm", str(folder))
+    qtbot.waitUntil(lambda: dlg._check_task.done() and dlg.statuses[vlm_row].refused, timeout=10000)
+    assert dlg.models_table.item(vlm_row, 2).text() == "✗ refused"
+    assert dlg.models_table.item(vlm_row, 4).text().startswith("Refused: ")
+    assert "auto_map" in dlg.models_table.item(vlm_row, 4).text()
+    assert "trust policy" in dlg.models_summary.text() and "vlm" in dlg.models_summary.text()
+    dlg.reject()
