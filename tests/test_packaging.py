@@ -47,3 +47,14 @@ def test_every_imported_distribution_is_declared() -> None:
         elif not dists & declared:
             missing.append(f"{module} (imported in {where}) comes from {sorted(dists)}, not declared")
     assert not missing, "\n".join(missing)
+
+
+def test_the_listed_packages_are_every_package_on_disk() -> None:
+    """pyproject lists its packages (to map resources/ to tdri_resources): a new subpackage
+    left off the list would be missing from every wheel and installed app."""
+    from setuptools import find_packages
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    on_disk = set(find_packages(str(ROOT), include=["tdri_engine", "tdri_engine.*", "studio", "studio.*"]))
+    assert set(tool["packages"]) == on_disk | {"tdri_resources"}
+    assert tool["package-dir"] == {"tdri_resources": "resources"}

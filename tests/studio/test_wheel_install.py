@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("studio", "tdri_engine", "resources", "pyproject.toml", "setup.py", "README.md")
+SOURCES = ("studio", "tdri_engine", "resources", "pyproject.toml", "README.md")
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -46,7 +46,13 @@ def test_the_wheel_installs_into_a_fresh_venv_and_the_studio_takes_screenshots(t
           "-w", str(dist), str(src)])  # fmt: skip
     (wheel,) = dist.glob("tdri_studio-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("tdri_resources/style.qss", "tdri_resources/help/guidelines.html", "tdri_engine/py.typed"):
+    for needed in (
+        "tdri_resources/style.qss",
+        "tdri_resources/help/guidelines.html",
+        "tdri_engine/py.typed",
+        "tdri_engine/atelier/weights/judge/model.safetensors",  # the committed Atelier judge
+        "studio/workers/__init__.py",
+    ):
         assert needed in names
     assert any(n.startswith("tdri_resources/templates/") for n in names)
 
