@@ -223,7 +223,7 @@ def _cpu_torch_available(version: str) -> dict[str, Any]:
     wanted = f"torch=={base}+cpu"
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, wanted]
-        env = {**os.environ, "PIP_CONSTRAINT": ""}
+        env = {**os.environ, "PIP_CONSTRAINT": os.devnull}  # the pinned constraints would hide it
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
         except subprocess.TimeoutExpired:
@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             env["TDRI_DEMO_MODELS"] = str(demo)
         log = args.work / "pyinstaller.log"
         cmd = [
-            sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", str(args.dist),
-            "--workpath", str(args.work / "pyinstaller"), str(ROOT / "build.spec"),
+            sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", _rel(args.dist),
+            "--workpath", _rel(args.work / "pyinstaller"), "build.spec",
         ]  # fmt: skip
         print("building:", " ".join(cmd), flush=True)
         t = time.perf_counter()
@@ -343,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.report, report)
     print(json.dumps({k: report[k] for k in ("bundle", "checks", "installer") if k in report}, indent=2))
     return 0 if ok else 1
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
