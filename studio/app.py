@@ -1,6 +1,6 @@
 """``tdri-studio``: start the studio.
 
-    tdri-studio [--project PATH] [--projects-dir DIR] [--screenshots DIR]
+    tdri-studio [--project PATH] [--projects-dir DIR] [--screenshots DIR] [--self-test]
 
 The window shows first; torch and the models load afterwards in the engine thread. With
 ``--screenshots DIR`` the studio runs offscreen on a throwaway copy of the project, saves
@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--screenshots",
         metavar="DIR",
         help="save screenshots of both views and the settings dialog into DIR (offscreen), then exit",
+    )
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this install (demo models, a round, a choice, a DPO step, the main window offscreen), "
+        "print a summary and exit 0 when it passes",
     )
     p.add_argument("--exit-when-shown", action="store_true", help=argparse.SUPPRESS)  # startup benchmark
     return p.parse_args(argv)
@@ -82,9 +88,43 @@ def make_app(argv0: str = "tdri-studio") -> Any:
     return app
 
 
+def self_test() -> int:
+    """``--self-test``: the engine's self-test (``tdri_engine.selftest``: demo models, a round, a
+    choice, a DPO step), then the main window opened offscreen; exit 0 when every part passed."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from tdri_engine import selftest
+
+    def main_window(ctx: dict[str, Any]) -> str:
+        import PySide6
+        from PySide6.QtCore import QCoreApplication, QEvent
+
+        problem = pyside_problem(PySide6.__version__)
+        if problem is not None:
+            raise RuntimeError(problem)
+        from studio.prefs import StudioPrefs
+        from studio.ui.main_window import MainWindow
+
+        app = make_app()
+        window = MainWindow(StudioPrefs.load())
+        window.show()
+        app.processEvents()
+        shown, size = window.isVisible(), f"{window.width()}x{window.height()}"
+        window.close()
+        window.deleteLater()  # nothing left behind for whatever runs next in this process
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        if not shown:
+            raise RuntimeError("the main window did not show")
+        ctx["report"].versions["PySide6"] = PySide6.__version__
+        return f"shown on Qt's '{app.platformName()}' platform, {size}"
+
+    return selftest.main([("main window", main_window)])
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = parse_args(argv)
+    if args.self_test:
+        return self_test()
     if args.screenshots or args.exit_when_shown:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from studio.error_path import setup_logging
