@@ -1,6 +1,6 @@
 """``tdri models``: build the demo models, and check which models a profile finds on this machine.
 
-    tdri models demo [--dest DIR] [--force]
+    tdri models demo [--dest DIR] [--atelier-dest DIR] [--force]
     tdri models check [--profile NAME]
     tdri models calibrate [--profile NAME] [--prompts FILE] [--target-rate R] [--out FILE] [--save]
 
@@ -26,12 +26,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     demo = sub.add_parser(
         "demo",
-        help="build the demo profile's tiny random models (offline, a few seconds)",
-        description="Build tiny models with random weights for every role, so the whole loop runs "
-        "on a machine without real weights. The images they make are noise.",
+        help="install the Atelier's trained models and build the tiny random demo models (offline, seconds)",
+        description="Install the Atelier's trained models shipped with the engine (copied, hashes "
+        "checked) for the 'atelier' profile, and build tiny models with random weights for every "
+        "role ('demo' profile, and the Atelier's roles without a trained model), so the whole loop "
+        "runs on a machine without real weights.",
     )
     demo.add_argument(
         "--dest", type=Path, default=None, help="folder to build into (default: <TDRI_HOME>/models/demo)"
+    )
+    demo.add_argument(
+        "--atelier-dest",
+        type=Path,
+        default=None,
+        help="folder to install the Atelier's trained models into (default: <TDRI_HOME>/models/atelier; "
+        "with only --dest they are not installed)",
     )
     demo.add_argument("--force", action="store_true", help="rebuild even the models that are already there")
     demo.set_defaults(func=_demo)
@@ -97,7 +106,25 @@ def _demo(args: argparse.Namespace) -> int:
     )
     for role, path in built.items():
         print(f"{role:<11} {path}")
-    print(f"Done in {time.monotonic() - start:.1f} s. Use them with --profile demo.", file=sys.stderr)
+    if args.dest is None or args.atelier_dest is not None:
+        from .demo.atelier import atelier_models_dir, committed_roles, install_atelier_models
+
+        there = args.atelier_dest or atelier_models_dir()
+        trained = ", ".join(committed_roles()) or "none committed yet"
+        print(f"Installing the Atelier's trained models ({trained}) into {there} ...", file=sys.stderr)
+        roles = install_atelier_models(
+            there,
+            force=args.force,
+            demo=False,  # built just above
+            on_progress=lambda step, total, msg: print(f"  [{step}/{total}] {msg}", file=sys.stderr),
+        )
+        for role, path in roles.items():
+            print(f"atelier {role:<11} {path}")
+    print(
+        f"Done in {time.monotonic() - start:.1f} s. Use them with --profile atelier (trained) "
+        "or --profile demo (tiny random).",
+        file=sys.stderr,
+    )
     return 0
 
 

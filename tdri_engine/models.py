@@ -334,10 +334,53 @@ def demo_profile() -> ModelProfile:
     )
 
 
+# The Atelier's models, calibrated on them by
+#   tdri models calibrate --profile atelier --out docs/calibration/atelier.json
+# (the values below are that file's "thresholds"; see the README's calibration table).
+ATELIER_THRESHOLDS = dataclasses.replace(
+    DEMO_THRESHOLDS,
+    calibrated=False,
+    source="the demo's, until the Atelier's CLIP is committed and calibrated",
+)
+# 64x64 is the size the Atelier generator was trained at (16x16 latents); its DDIM steps.
+ATELIER_LIMITS = {"width": 64, "height": 64, "steps": 20}
+ATELIER = "atelier"
+# The profile a new project, the studio's first start and the sample use where no real weights
+# are configured: the Atelier's trained models. "demo" (tiny random models) stays for tests.
+LOCAL_DEFAULT_PROFILE = ATELIER
+
+
+def atelier_profile() -> ModelProfile:
+    """The Atelier's trained models (``tdri_engine/atelier/weights``), installed into
+    ``<TDRI_HOME>/models/atelier`` by ``tdri models demo``; the roles it has no trained model
+    for (pose, llm, and any not committed yet) read the tiny demo models (``demo.atelier``)."""
+    from .demo.atelier import role_sources
+
+    roles = {
+        role: RoleSpec(
+            role,
+            kind,
+            str(folder),
+            required=role != "blip",
+            options={"name": f"{folder.parent.name}/{role}"},
+        )
+        for role, (kind, folder) in role_sources().items()
+    }
+    return ModelProfile(
+        ATELIER,
+        roles,
+        description="The Atelier: small models trained on a garment world the engine draws itself, "
+        "shipped with it (64x64 images); roles it has no trained model for use the tiny demo ones.",
+        limits=dict(ATELIER_LIMITS),
+        thresholds=ATELIER_THRESHOLDS,
+    )
+
+
 def builtin_profiles() -> dict[str, ModelProfile]:
     """Built-in profiles, computed on each call (the demo folder follows TDRI_HOME)."""
     return {
         "demo": demo_profile(),
+        ATELIER: atelier_profile(),
         "sd15": ModelProfile(
             "sd15",
             _real_roles(
@@ -720,8 +763,20 @@ def missing_files(path: Path, kind: str) -> list[str]:
     return out
 
 
+def _under(source: str, folder: Path) -> bool:
+    try:
+        return Path(source).expanduser().resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def _what_to_do(spec: RoleSpec, is_demo: bool) -> str:
-    if is_demo:
+    if _under(spec.source, local_models_dir() / ATELIER):
+        return (
+            "Install the Atelier models with `tdri models demo` (copies the trained weights shipped "
+            "with the engine, offline, seconds); the studio does this by itself on first run."
+        )
+    if is_demo or _under(spec.source, paths.demo_models_dir()):
         return (
             "Build the demo models with `tdri models demo` (tiny random weights, offline, a few seconds); "
             "the studio does this by itself on first run."

@@ -118,6 +118,12 @@ class Engine:
             ensure_demo_models(
                 on_progress=lambda step, total, msg: emit(ev.Progress("load", step, total, msg))
             )
+        from .demo.atelier import ensure_atelier_models, uses_atelier
+
+        if uses_atelier(self.profile):  # the Atelier's shipped weights, copied on first use
+            ensure_atelier_models(
+                on_progress=lambda step, total, msg: emit(ev.Progress("load", step, total, msg))
+            )
         statuses = self.check_models()
         refused = [s for s in statuses if s.refused]  # optional or not: never load around it silently
         if refused:

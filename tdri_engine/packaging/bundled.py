@@ -79,6 +79,23 @@ def seed_demo_models(dest: Path | None = None) -> Path | None:
     return source
 
 
+def seed_atelier_models() -> list[str]:
+    """Install the Atelier's trained models (the bundle carries them in ``atelier_weights``, see
+    ``demo.atelier.committed_weights_dir``) into ``<TDRI_HOME>/models/atelier`` when the user's
+    copy is missing or stale; returns notes for the log. A failure is a note: the engine
+    installs them itself when the Atelier profile first loads."""
+    from ..demo.atelier import atelier_models_dir, atelier_models_ready, install_atelier_models
+    from ..errors import TdriError
+
+    try:
+        if atelier_models_ready():
+            return []
+        install_atelier_models(demo=False)  # the demo roles were seeded (or are built on first use)
+    except (TdriError, OSError, ImportError) as exc:
+        return [f"Atelier models not installed: {getattr(exc, 'message', exc)}"]
+    return [f"Atelier models installed into {atelier_models_dir()}"]
+
+
 FIRST_START_MARKER = "first-start.json"  # in the user's data folder, written once
 
 
@@ -86,7 +103,8 @@ def first_start(projects_dir: Path | None = None) -> list[str]:
     """What a packaged build does before its window opens; returns notes for the log.
 
     Every start: copy the bundled demo models when the user's copy is missing
-    (:func:`seed_demo_models`). The first start on an account (no ``<TDRI_HOME>/first-start.json``)
+    (:func:`seed_demo_models`), and install the Atelier's trained models
+    (:func:`seed_atelier_models`). The first start on an account (no ``<TDRI_HOME>/first-start.json``)
     also builds the sample project into the projects folder when it has none, so a designer with
     no weights opens a project with images, tags and a dialogue offline (the source checkout has
     it in ``projects/sample``). A failure here is a note, never a refusal to start: the studio
@@ -101,6 +119,7 @@ def first_start(projects_dir: Path | None = None) -> list[str]:
             notes.append(f"demo models copied from {copied} to {paths.demo_models_dir()}")
     except (TdriError, OSError) as exc:
         notes.append(f"demo models not copied: {getattr(exc, 'message', exc)}")
+    notes.extend(seed_atelier_models())
     marker = paths.tdri_home() / FIRST_START_MARKER
     if marker.exists():
         return notes

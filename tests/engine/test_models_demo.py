@@ -64,3 +64,84 @@ def test_an_interrupted_build_leaves_no_half_written_model(
     monkeypatch.undo()
     demo.build_demo_models(dest)  # the next run builds only what is missing
     assert demo.demo_models_ready(dest)
+
+
+# -- the Atelier's committed weights ---------------------------------------------------------
+
+
+@pytest.fixture
+def committed_atelier(tmp_path: Path, demo_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A committed-weights folder holding a generator (the tiny one: the install copies any SD-1.x
+    folder the same way), as TDRI_ATELIER_WEIGHTS points the installer at it."""
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(demo_models / "generator", weights / "generator")
+    monkeypatch.setenv("TDRI_ATELIER_WEIGHTS", str(weights))
+    return weights
+
+
+def test_the_atelier_install_copies_the_committed_weights_verified_and_only_once(
+    committed_atelier: Path, demo_home: Path
+):
+    from tdri_engine.demo import atelier
+
+    roles = atelier.install_atelier_models()
+    root = demo_home / "models" / "atelier"
+    assert roles["generator"] == root / "generator" and roles["controlnet"] == root / "controlnet"
+    assert roles["pose"] == demo_home / "models" / "demo" / "pose"  # no trained pose model: the demo's
+    for file in ("unet/diffusion_pytorch_model.safetensors", "model_index.json"):
+        assert (root / "generator" / file).read_bytes() == (
+            committed_atelier / "generator" / file
+        ).read_bytes()
+    marker = json.loads((root / atelier.MARKER).read_text())
+    assert marker["roles"]["generator"]["files"] == atelier.manifest(committed_atelier / "generator")
+    profile = load_profile("atelier")
+    assert profile.spec("generator").source == str(root / "generator") and not profile.is_demo
+    assert all(s.found for s in check_profile(profile))
+    assert atelier.atelier_models_ready()
+    before = (root / "generator").stat().st_ino
+    atelier.ensure_atelier_models()  # everything there: nothing copied again
+    assert (root / "generator").stat().st_ino == before
+    # a damaged copy is seen and replaced
+    (root / "generator" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 8)
+    assert not atelier.atelier_models_ready()
+    atelier.ensure_atelier_models()
+    assert atelier.manifest(root / "generator") == atelier.manifest(committed_atelier / "generator")
+
+
+def test_a_git_lfs_pointer_in_the_committed_weights_is_refused_with_a_message(
+    committed_atelier: Path, demo_home: Path
+):
+    from tdri_engine.demo import atelier
+    from tdri_engine.errors import ModelBroken
+
+    weights = committed_atelier / "generator" / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
+    with pytest.raises(ModelBroken) as err:
+        atelier.install_atelier_models()
+    assert "Git LFS pointer" in err.value.message and "git lfs pull" in err.value.message
+    assert not (demo_home / "models" / "atelier" / "generator").exists()  # nothing half installed
+
+
+def test_without_committed_weights_the_atelier_profile_reads_the_demo_models(
+    tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("TDRI_ATELIER_WEIGHTS", str(tmp_path / "nothing"))
+    profile = load_profile("atelier")
+    assert {s.source for s in profile.roles.values()} == {
+        str(demo_home / "models" / "demo" / r) for r in profile.roles
+    }
+    assert all(s.found for s in check_profile(profile))
+
+
+def test_a_packaged_builds_first_start_installs_the_atelier_models(
+    committed_atelier: Path, demo_home: Path, tmp_path: Path
+):
+    from tdri_engine.demo import atelier
+    from tdri_engine.packaging.bundled import first_start
+
+    notes = first_start(tmp_path / "projects")
+    assert any("Atelier models installed" in n for n in notes), notes
+    assert atelier.atelier_models_ready()
+    assert first_start(tmp_path / "projects") == []  # the next start finds them there
