@@ -33,6 +33,7 @@ class StudioPrefs:
     window_state: str = ""
     current_view: str = "annotate"
     annotator: str = ""
+    last_image_dir: str = ""  # where Load Image / Replace image opened last (empty: home)
 
     # -- persistence ---------------------------------------------------------------------------
     @staticmethod

@@ -1,7 +1,12 @@
 """Every keyboard shortcut in one table: the views bind from it and Help lists it.
 
-Single keys (1-4) act only when no text box has focus: Qt gives a focused text box the key
-first, so typing "1" in a description types a 1. Esc leaves a text box.
+Single keys (1-4, +, -, 0, L) act only when no text box has focus: Qt gives a focused text
+box the key first, so typing "1" in a description types a 1. Esc leaves a text box. Tab moves
+through the annotation view in reading order: left image, left description, right image, right
+description, the choices, then the side panel; text boxes let Tab move on.
+
+``CHIP_KEYS`` are the quick-tag keys: F2-F9 toggle the eight most used tags of the project on
+the selected image (function keys, because they are the same on every keyboard layout).
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ SHORTCUTS: dict[str, Shortcut] = {
     "annotate.load_folder": Shortcut(("Ctrl+Shift+O",), "Load a folder of images", "Annotate"),
     "annotate.load_last": Shortcut(("Ctrl+L",), "Load Last: the task you worked on last", "Annotate"),
     "annotate.copy_html": Shortcut(("Ctrl+Shift+C",), "Copy the pair's HTML snippet", "Annotate"),
+    "annotate.reopen": Shortcut(("Ctrl+Shift+S",), "Mark the task as to do again (reopen it)", "Annotate"),
+    "annotate.replace_image": Shortcut(
+        ("Ctrl+R",), "Replace the selected image of this task with another file", "Annotate"
+    ),
+    "annotate.toggle_html": Shortcut(("Ctrl+Shift+H",), "Show or hide the task's HTML snippet", "Annotate"),
+    "annotate.toggle_details": Shortcut(("Ctrl+I",), "Show or hide the task and image details", "Annotate"),
+    "annotate.task_list": Shortcut(("Ctrl+Shift+L",), "Go to the task list (Enter opens a task)", "Annotate"),
     # refinement view
     "refine.send": Shortcut(
         ("Ctrl+Return",), "Generate (first round) or Refine with what you typed", "Refine"
@@ -56,11 +68,27 @@ SHORTCUTS: dict[str, Shortcut] = {
     "app.settings": Shortcut(("Ctrl+,",), "Settings", "Everywhere"),
     "app.help": Shortcut(("F1",), "Guidelines and shortcuts", "Everywhere"),
     "app.quit": Shortcut(("Ctrl+Q",), "Quit (everything is already saved)", "Everywhere"),
+    "app.messages": Shortcut(
+        ("Ctrl+Shift+M",), "Message history (every message of this session)", "Everywhere"
+    ),
+    "app.dismiss_message": Shortcut(
+        ("Ctrl+Shift+D",), "Dismiss the message shown in the strip", "Everywhere"
+    ),
     # image panels
     "image.zoom_in": Shortcut(("+",), "Zoom in (or the mouse wheel)", "Image"),
     "image.zoom_out": Shortcut(("-",), "Zoom out", "Image"),
     "image.fit": Shortcut(("0",), "Fit / 100% (or double-click); drag to pan", "Image"),
+    "image.loupe": Shortcut(("L",), "Loupe: magnify three times under a square (again: hide)", "Image"),
+    "image.pan": Shortcut(
+        ("Left", "Right", "Up", "Down"), "Pan when zoomed in; move the loupe when shown", "Image"
+    ),
 }
+
+CHIP_KEYS = ("F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9")
+for _n, _key in enumerate(CHIP_KEYS, 1):
+    SHORTCUTS[f"annotate.chip{_n}"] = Shortcut(
+        (_key,), f"Quick tag {_n}: toggle the project's {_n}. most used tag on the selected image", "Annotate"
+    )
 
 
 def keys(name: str) -> tuple[str, ...]:

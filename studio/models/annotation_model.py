@@ -25,6 +25,7 @@ from studio.models.tags import TagVocabulary, guess_set, normalise_tag
 from tdri_engine.errors import TdriError
 from tdri_engine.events import Error
 from tdri_engine.records import Annotation, Choice, ImageRecord, PreferencePair, Task, now_iso
+from tdri_engine.store.positions import SHOWN_ORDER, map_choice, shown_order, with_shown_order
 
 if TYPE_CHECKING:
     from tdri_engine.store import ProjectStore
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 FILTERS = ("all", "todo", "done", "tagged")
 DESCRIPTION_SAVE_DELAY_MS = 600
 RETRY_SAVE_MS = 3000
+THROUGHPUT_WINDOW_S = 3600.0  # tasks per hour over the last hour of this session
+THROUGHPUT_MIN_SPAN_S = 60.0  # no rate from the first seconds (one task in 5 s is not 720/h)
 _MERGE_DESCRIPTION = 1
 
 
@@ -44,7 +47,7 @@ class TaskRow:
     task: Task
     done: bool
     tagged: bool
-    choice: str | None
+    choice: str | None  # as shown: "left" is the image shown on the left
 
 
 def preference_id(task_id: str) -> str:
@@ -92,6 +95,8 @@ def _describe(field: str, key: str | None, value: Any) -> str:
         return f"Choose {value}" if value else "Clear choice"
     if field == "status":
         return "Mark task done" if value == "done" else "Mark task to do"
+    if field == "images":
+        return "Replace an image"
     return "Edit"
 
 
@@ -105,6 +110,7 @@ class AnnotationModel(QObject):
     saved_state_changed = Signal(object)  # "saved" | "pending" | "failed"
     saved_at_changed = Signal(object)
     progress_changed = Signal(object)  # (done, total)
+    throughput_changed = Signal(object)  # tasks per hour (float) or None before there is a rate
     vocabulary_changed = Signal(object)  # TagVocabulary
     error = Signal(object)  # Error for the message bar
     info = Signal(str)
@@ -132,6 +138,9 @@ class AnnotationModel(QObject):
         self._dirty: set[str] = set()  # task ids whose annotation/status is not on disk yet
         self._last_task_id: str | None = None
         self._vocabulary = TagVocabulary()
+        self.clock = time.monotonic  # the throughput's clock (a test may pass its own)
+        self._session_start = self.clock()
+        self._done_at: dict[str, float] = {}  # task id -> when it was marked done in this session
         self.undo_stack = QUndoStack(self)
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
@@ -147,6 +156,8 @@ class AnnotationModel(QObject):
         self.store = store
         self.undo_stack.clear()
         self._dirty.clear()
+        self._done_at.clear()
+        self._session_start = self.clock()
         self._last_task_id = store.get_meta("last_task_id")
         self._current = None
         self._tasks = store.all(Task)
@@ -214,6 +225,41 @@ class AnnotationModel(QObject):
     def vocabulary(self) -> TagVocabulary:
         return self._vocabulary
 
+    # -- what is shown where (store/positions.py): pane p shows task.images[shown_order()[p]]
+    def shown_order(self) -> list[int]:
+        """Indices into the current task's images from left to right as shown."""
+        return shown_order(self._current) if self._current is not None else []
+
+    def index_at(self, position: int) -> int:
+        """The index into the task's images of the image shown at ``position`` (0 left, 1 right)."""
+        order = self.shown_order()
+        return order[position] if 0 <= position < len(order) else position
+
+    def position_of(self, index: int) -> int:
+        """Where (0 left, 1 right) the task's image ``index`` is shown."""
+        order = self.shown_order()
+        return order.index(index) if index in order else index
+
+    def shown_choice(self) -> str | None:
+        """The current task's choice as shown ("left" = the image on the left)."""
+        if self._current is None:
+            return None
+        return map_choice(self.annotation().choice, self.shown_order())
+
+    def choose_shown(self, choice: Choice | str | None) -> bool:
+        """The user's answer about the images as shown, stored in the task's own order."""
+        value = Choice(choice).value if choice else None
+        return self.set_choice(map_choice(value, self.shown_order()))
+
+    def tag_counts(self) -> dict[str, int]:
+        """How many images of the project carry each tag (for the quick-tag chips)."""
+        counts: dict[str, int] = {}
+        for ann in self._annotations.values():
+            for tags in ann.tags.values():
+                for t in tags:
+                    counts[t] = counts.get(t, 0) + 1
+        return counts
+
     def annotation(self, task_id: str | None = None) -> Annotation:
         tid = task_id or (self._current.id if self._current else "")
         ann = self._annotations.get(tid)
@@ -224,7 +270,8 @@ class AnnotationModel(QObject):
     def row(self, task: Task) -> TaskRow:
         ann = self._annotations.get(task.id)
         tagged = bool(ann and any(ann.tags.values()))
-        return TaskRow(task, task.status == "done", tagged, ann.choice if ann else None)
+        choice = map_choice(ann.choice, shown_order(task)) if ann else None
+        return TaskRow(task, task.status == "done", tagged, choice)
 
     def matches(self, task: Task, flt: str | None = None) -> bool:
         flt = flt or self._filter
@@ -322,7 +369,7 @@ class AnnotationModel(QObject):
         self._images = []
         if task is not None and self.store is not None:
             self._images = [self.store.get(ImageRecord, iid) for iid in task.images]
-        self.active_image = 0
+        self.active_image = self.index_at(0)  # the image shown on the left
         self.current_changed.emit(task)
         self.images_changed.emit(self.images)
         self.annotation_changed.emit(self.annotation())
@@ -384,9 +431,49 @@ class AnnotationModel(QObject):
             self.undo_stack.push(AnnotationEdit(self, self._current.id, "status", None, "todo", "done"))
         self.flush()
 
-    def reopen_task(self) -> None:
+    def reopen_task(self) -> bool:
+        """Mark a finished task to do again (undoable); False when there is none to reopen."""
         if self._current is not None and self._current.status == "done":
             self.undo_stack.push(AnnotationEdit(self, self._current.id, "status", None, "done", "todo"))
+            self.flush()
+            return True
+        return False
+
+    def replace_image(self, index: int, record: ImageRecord) -> bool:
+        """Put ``record`` (already in the project) in place of the task's image ``index``.
+
+        Undoable. The old image stays in the project (another task or an undo may need it), as
+        does what was written about it; the new image starts with no description or tags, since
+        those described the old one.
+        """
+        if self._current is None or not 0 <= index < len(self._current.images):
+            return False
+        old = tuple(self._current.images)
+        new = list(old)
+        new[index] = record.id
+        if tuple(new) == old:
+            return False
+        self.undo_stack.push(AnnotationEdit(self, self._current.id, "images", None, old, tuple(new)))
+        return True
+
+    def throughput(self) -> float | None:
+        """Tasks marked done per hour in this session, over the last hour (None: too early).
+
+        Counted from the marks made here (an undone mark is taken back), over the time since
+        the session's first mark or the hour's start, whichever is later; under a minute of
+        work gives no rate.
+        """
+        now = self.clock()
+        recent = [t for t in self._done_at.values() if now - t <= THROUGHPUT_WINDOW_S]
+        if not recent:
+            return None
+        # Work began a little before the first mark (the first task took time too), but not
+        # before the project was opened.
+        began = max(self._session_start, min(recent) - THROUGHPUT_MIN_SPAN_S)
+        span = min(THROUGHPUT_WINDOW_S, now - began)
+        if span < THROUGHPUT_MIN_SPAN_S:
+            return None
+        return len(recent) * 3600.0 / span
 
     def set_active_image(self, index: int) -> None:
         if self._current is not None and 0 <= index < len(self._current.images):
@@ -440,11 +527,26 @@ class AnnotationModel(QObject):
             self._tasks[self._index[task_id]] = task
             if self._current is not None and self._current.id == task_id:
                 self._current = task
+            if value == "done":
+                self._done_at[task_id] = self.clock()
+            else:
+                self._done_at.pop(task_id, None)
+        elif field == "images":
+            task = task.replace(images=list(value), updated=now_iso())
+            self._tasks[self._index[task_id]] = task
+            self._current = task
+            store = self.store
+            self._images = [store.get(ImageRecord, iid) for iid in task.images] if store else []
         self._annotations[task_id] = ann
         self._dirty.add(task_id)
-        if field == "status":
+        if field == "images":
             self.current_changed.emit(self._current)
             self.tasks_changed.emit(self.tasks)
+            self.images_changed.emit(self.images)
+        elif field == "status":
+            self.current_changed.emit(self._current)
+            self.tasks_changed.emit(self.tasks)
+            self.throughput_changed.emit(self.throughput())
         elif field in ("tags", "choice"):
             self.tasks_changed.emit(self.tasks)
         self.annotation_changed.emit(ann)
@@ -465,7 +567,7 @@ class AnnotationModel(QObject):
             if task_id not in self._index:
                 self._dirty.discard(task_id)
                 continue
-            task = self._tasks[self._index[task_id]]
+            task = with_shown_order(self._tasks[self._index[task_id]])  # recorded with the work
             ann = self.annotation(task_id).replace(updated=now_iso(), annotator=self.annotator)
             records: list[Any] = [ann, task]
             pref = self._preference_for(task, ann)
@@ -486,6 +588,9 @@ class AnnotationModel(QObject):
                 self._retry_timer.start(RETRY_SAVE_MS)
                 return False
             self._annotations[task_id] = ann
+            self._tasks[self._index[task_id]] = task
+            if self._current is not None and self._current.id == task_id:
+                self._current = task
             self._dirty.discard(task_id)
             last = task_id
         if last is not None and last != self._last_task_id:
@@ -510,6 +615,7 @@ class AnnotationModel(QObject):
             choice=ann.choice,
             source="annotation",
             task_id=task.id,
+            train_meta={SHOWN_ORDER: shown_order(task)},  # which image was on the left
         )
         if existing is not None:  # keep when it was made and what trained on it
             pair = pair.replace(created=existing.created, used_in=existing.used_in)

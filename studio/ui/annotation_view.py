@@ -1,9 +1,17 @@
 """The annotation view, after the paper's interface (section 4.1).
 
-Left: the task list (filters, progress n of N). Centre: two images side by side, a description
-box under each, the preference buttons, and the pair's HTML snippet (copyable). Right: the
-command area: task and image details, navigation, Load Image / Load Last / Save Task, the tag
-list. Keyboard first: every action has a key (see ``studio.shortcuts`` and Help).
+Left: the task list (filters, progress n of N, tasks per hour). Centre: two images side by
+side, a description box under each, the preference buttons, and the pair's HTML snippet
+(copyable, folded by default so the images get the room). Right: the command area: task and
+image details (folded by default), navigation, Load Image / Load Last / Save Task / Reopen /
+Replace image, quick-tag chips and the tag list. Keyboard first: every action has a key (see
+``studio.shortcuts`` and Help); the focus returns to the left image after each action, so the
+next key (1-4, Alt+1, F2...) acts at once.
+
+A pair is shown in the random order recorded in its task (``tdri_engine.store.positions``):
+pane 0 (left) shows ``task.images[model.index_at(0)]``. The view speaks in positions, the model
+in the task's own indices; every answer is mapped back before it is stored. Both panes zoom,
+pan and show the loupe together (``ImageView.viewport``).
 
 The view binds to :class:`~studio.models.annotation_model.AnnotationModel`; file work (imports,
 image decoding) runs on the asyncio loop's executor so the window stays responsive.
@@ -12,6 +20,7 @@ image decoding) runs on the asyncio loop's executor so the window stays responsi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +51,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QFrame,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -64,8 +74,10 @@ from PySide6.QtWidgets import (
 from studio import shortcuts
 from studio.models.annotation_model import FILTERS, AnnotationModel
 from studio.models.tags import available_sets
+from studio.prefs import StudioPrefs
 from studio.ui.image_view import ImageView
-from studio.ui.plain_label import PlainLabel
+from studio.ui.message_bar import ElidedLabel
+from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.ui.view_parts import bind_shortcut, side_scroll
 from studio.workers import store_io
 from studio.workers.images import read_image
@@ -83,6 +95,8 @@ CHOICE_BUTTONS = (
     (Choice.BOTH_BAD, "Both bad", "annotate.both_bad"),
 )
 FILTER_LABELS = {"all": "All tasks", "todo": "To do", "done": "Done", "tagged": "Tagged"}
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+THROUGHPUT_REFRESH_MS = 30000
 
 
 class TaskListModel(QAbstractListModel):
@@ -193,7 +207,7 @@ class EscapeLineEdit(QLineEdit):
 
 
 class ImagePane(QFrame):
-    """One side of the pair: header, image, description, its tags."""
+    """One side of the pair as shown (``index`` 0 left, 1 right): header, image, description, tags."""
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -204,10 +218,9 @@ class ImagePane(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
-        self.header = PlainLabel(side.title())
+        self.header = ElidedLabel(side.title())
         self.header.setObjectName(f"{side}ImageHeader")
         self.header.setProperty("role", "paneHeader")
-        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout.addWidget(self.header)
         self.view = ImageView(self, name=f"{side}Image", accessible=f"{side.title()} image")
         layout.addWidget(self.view, 1)
@@ -217,7 +230,7 @@ class ImagePane(QFrame):
         self.description.setPlaceholderText(
             f"Describe the {side} image: only what is visible, same terms as before, short and clear."
         )
-        self.description.setFixedHeight(78)
+        self.description.setFixedHeight(64)
         layout.addWidget(self.description)
         self.tags_label = PlainLabel("No tags")
         self.tags_label.setObjectName(f"{side}Tags")
@@ -245,9 +258,11 @@ class AnnotationView(QWidget):
         show_error: Callable[[Error], None],
         show_info: Callable[[str, str], None],
         show_help: Callable[[], None] | None = None,
+        prefs: StudioPrefs | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
+        self.prefs = prefs
         self.setObjectName("annotationView")
         self.setAccessibleName("Annotation view")
         self.model = model
@@ -256,6 +271,7 @@ class AnnotationView(QWidget):
         self._show_help = show_help or (lambda: None)
         self._load_generation = 0
         self.tasks = Tasks("the annotation view")
+        self._chip_tags: list[str] = []
         self._build()
         self._bind()
         self._make_shortcuts()
@@ -263,6 +279,11 @@ class AnnotationView(QWidget):
         self._html_timer.setSingleShot(True)
         self._html_timer.setInterval(250)
         self._html_timer.timeout.connect(self._refresh_html)
+        self._throughput_timer = QTimer(self)
+        self._throughput_timer.setInterval(THROUGHPUT_REFRESH_MS)
+        self._throughput_timer.timeout.connect(lambda: self._on_progress(self.model.progress))
+        self._throughput_timer.start()
+        self._set_tab_order()
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -338,6 +359,8 @@ class AnnotationView(QWidget):
         self.task_list.setAccessibleName("Task list")
         self.task_list.setModel(self.task_list_model)
         self.task_list.setUniformItemSizes(True)
+        # Long names keep their number and their status: elided in the middle, whole in the tooltip.
+        self.task_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.task_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.task_list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         lv.addWidget(self.task_list, 1)
@@ -350,11 +373,10 @@ class AnnotationView(QWidget):
         cv = QVBoxLayout(centre)
         cv.setContentsMargins(4, 8, 4, 8)
         cv.setSpacing(6)
-        self.task_title = PlainLabel("No task")
+        self.task_title = ElidedLabel("No task")  # a long name is elided, whole in the tooltip
         self.task_title.setObjectName("taskTitle")
         self.task_title.setAccessibleName("Current task")
         self.task_title.setProperty("role", "taskTitle")
-        self.task_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         cv.addWidget(self.task_title)
         panes = QHBoxLayout()
         self.panes = [ImagePane(0), ImagePane(1)]
@@ -374,10 +396,20 @@ class AnnotationView(QWidget):
             b.clicked.connect(lambda _=False, c=choice: self.choose(c))
             prefs.addWidget(b)
             self.choice_buttons[choice.value] = b
+        self.sync_check = QCheckBox("Zoom both")
+        self.sync_check.setObjectName("syncZoomCheck")
+        self.sync_check.setAccessibleName("Zoom and pan both images together")
+        self.sync_check.setToolTip("Zoom, pan and the loupe (L) act on both images together")
+        self.sync_check.setChecked(True)
+        prefs.addWidget(self.sync_check)
         cv.addLayout(prefs)
 
-        html_box = QGroupBox("HTML of this task (images with descriptions)")
+        html_box = QFrame()
         html_box.setObjectName("htmlBox")
+        self.html_fold = self._fold(
+            "HTML of this task (images with descriptions)", "htmlFold", html_box, "annotate.toggle_html"
+        )
+        cv.addWidget(self.html_fold)
         hv = QHBoxLayout(html_box)
         hv.setContentsMargins(6, 4, 6, 6)
         self.html_edit = QPlainTextEdit()
@@ -398,12 +430,43 @@ class AnnotationView(QWidget):
         self.copy_html_button.clicked.connect(self.copy_html)
         hv.addWidget(self.copy_html_button, 0, Qt.AlignmentFlag.AlignTop)
         cv.addWidget(html_box)
+        html_box.setVisible(False)  # folded: the images get the room
         return centre
 
-    def _build_details(self) -> QGroupBox:
-        """Right: the task's and the images' details."""
-        details = QGroupBox("Task and image details")
+    def _fold(self, title: str, name: str, content: QWidget, shortcut: str) -> QToolButton:
+        """A button that shows or hides ``content`` (folded at first), with its key in the text."""
+        button = QToolButton()
+        button.setObjectName(name)
+        button.setAccessibleName(f"Show or hide: {title}")
+        button.setText(f"{title}  [{shortcuts.label(shortcut)}]")
+        button.setToolTip(f"{shortcuts.SHORTCUTS[shortcut].text} ({shortcuts.label(shortcut)})")
+        button.setCheckable(True)
+        button.setChecked(False)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        button.setArrowType(Qt.ArrowType.RightArrow)
+        button.setAutoRaise(True)
+
+        def toggled(on: bool) -> None:
+            content.setVisible(on)
+            button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+        button.toggled.connect(toggled)
+        return button
+
+    def _build_details(self) -> QWidget:
+        """Right: the task's and the images' details, folded by default (Ctrl+I)."""
+        outer = QWidget()
+        ov = QVBoxLayout(outer)
+        ov.setContentsMargins(0, 0, 0, 0)
+        ov.setSpacing(2)
+        details = QGroupBox()
         details.setObjectName("detailsBox")
+        self.details_fold = self._fold(
+            "Task and image details", "detailsFold", details, "annotate.toggle_details"
+        )
+        ov.addWidget(self.details_fold)
+        ov.addWidget(details)
+        details.setVisible(False)
         form = QFormLayout(details)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -428,7 +491,7 @@ class AnnotationView(QWidget):
             lab.setMinimumWidth(60)
             form.addRow(key.title() + ":", lab)
             self.detail_labels[key] = lab
-        return details
+        return outer
 
     def _build_work(self) -> QGroupBox:
         """Right: navigation, loading images, saving."""
@@ -485,6 +548,17 @@ class AnnotationView(QWidget):
         )
         row.addWidget(self.save_next_button, 1)
         wv.addLayout(row)
+        row = QHBoxLayout()
+        self.reopen_button = self._button(
+            "Mark as to do", "reopenButton", "Mark the task as to do", "annotate.reopen"
+        )
+        self.reopen_button.setEnabled(False)
+        row.addWidget(self.reopen_button, 1)
+        self.replace_button = self._button(
+            "Replace image…", "replaceImageButton", "Replace the selected image", "annotate.replace_image"
+        )
+        row.addWidget(self.replace_button, 1)
+        wv.addLayout(row)
         self.saved_label = PlainLabel("All changes saved")
         self.saved_label.setObjectName("savedState")
         self.saved_label.setAccessibleName("Save state")
@@ -517,6 +591,32 @@ class AnnotationView(QWidget):
         self.add_tag_button.setAccessibleName("Add tag")
         row.addWidget(self.add_tag_button)
         tv.addLayout(row)
+        self.applied_label = PlainLabel("Applied: none")
+        self.applied_label.setObjectName("appliedTags")
+        self.applied_label.setAccessibleName("Tags applied to the selected image")
+        self.applied_label.setProperty("role", "tagLine")
+        self.applied_label.setWordWrap(True)
+        tv.addWidget(self.applied_label)
+        quick = PlainLabel("Quick tags (most used):")
+        quick.setProperty("role", "hint")
+        tv.addWidget(quick)
+        chips = QGridLayout()
+        chips.setSpacing(4)
+        self.chip_buttons: list[QToolButton] = []
+        for n in range(len(shortcuts.CHIP_KEYS)):
+            chip = QToolButton()
+            chip.setObjectName(f"tagChip{n + 1}")
+            chip.setCheckable(True)
+            chip.setProperty("role", "chip")
+            chip.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            chip.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            chip.clicked.connect(lambda _=False, n=n: self.toggle_chip(n))
+            chips.addWidget(chip, n // 2, n % 2)
+            self.chip_buttons.append(chip)
+        tv.addLayout(chips)
+        all_tags = PlainLabel("All tags of the project:")
+        all_tags.setProperty("role", "hint")
+        tv.addWidget(all_tags)
         self.tag_list = QListWidget()
         self.tag_list.setObjectName("tagList")
         self.tag_list.setAccessibleName("Tag list")
@@ -558,6 +658,7 @@ class AnnotationView(QWidget):
         m.saved_state_changed.connect(self._on_saved_state)
         m.saved_at_changed.connect(lambda _t: self._on_saved_state(m.saved_state))
         m.progress_changed.connect(self._on_progress)
+        m.throughput_changed.connect(lambda _r: self._on_progress(m.progress))
         m.vocabulary_changed.connect(self._on_vocabulary)
         m.info.connect(lambda text: self._show_info(text, ""))
         # the snippet is rendered from the saved annotation: refresh it after each save
@@ -567,32 +668,40 @@ class AnnotationView(QWidget):
             lambda _i: m.set_filter(self.filter_combo.currentData())
         )
         self.task_list.clicked.connect(self._on_task_clicked)
-        self.task_list.activated.connect(self._on_task_clicked)
-        self.prev_button.clicked.connect(m.previous)
-        self.next_button.clicked.connect(m.next)
+        self.task_list.activated.connect(self._on_task_activated)
+        self.prev_button.clicked.connect(self.previous)
+        self.next_button.clicked.connect(self.next)
         self.jump_button.clicked.connect(self.jump)
         self.jump_spin.editingFinished.connect(self._on_jump_edited)
         self.load_button.clicked.connect(self.load_images_dialog)
         self.load_files_action.triggered.connect(self.load_images_dialog)
         self.load_folder_action.triggered.connect(self.load_folder_dialog)
-        self.load_last_button.clicked.connect(m.load_last)
-        self.save_button.clicked.connect(m.save_task)
+        self.load_last_button.clicked.connect(self.load_last)
+        self.save_button.clicked.connect(self.save_task)
         self.save_next_button.clicked.connect(self.save_and_next)
+        self.reopen_button.clicked.connect(self.reopen_task)
+        self.replace_button.clicked.connect(self.replace_image_dialog)
         self.add_tag_button.clicked.connect(self._on_tag_entered)
         self.tag_entry.returnPressed.connect(self._on_tag_entered)
-        self.tag_entry.escape.connect(lambda: self.panes[self.model.active_image].view.setFocus())
+        self.tag_entry.escape.connect(self.focus_active_image)
         self.tag_list.itemChanged.connect(self._on_tag_item_changed)
         self.remove_tag_button.clicked.connect(self._on_remove_tag)
         self.tag_set_combo.activated.connect(lambda i: m.use_tag_set(self.tag_set_combo.itemData(i)))
         self.help_button.clicked.connect(lambda: self._show_help())
         for pane in self.panes:
-            i = pane.index
+            i = pane.index  # the position on screen; the model gets the task's own index
             pane.description.textChanged.connect(lambda i=i: self._on_description_typed(i))
-            pane.description.focused.connect(lambda i=i: m.set_active_image(i))
+            pane.description.focused.connect(lambda i=i: m.set_active_image(m.index_at(i)))
             pane.description.escape.connect(lambda i=i: self.panes[i].view.setFocus())
             pane.description.undo_requested.connect(m.undo_stack.undo)
             pane.description.redo_requested.connect(m.undo_stack.redo)
-            pane.view.clicked.connect(lambda i=i: m.set_active_image(i))
+            pane.view.clicked.connect(lambda i=i: m.set_active_image(m.index_at(i)))
+            other = self.panes[1 - i].view
+            pane.view.viewport_changed.connect(
+                lambda v=pane.view, o=other: (
+                    o.set_viewport(v.viewport()) if self.sync_check.isChecked() else None
+                )
+            )
 
     def _make_shortcuts(self) -> None:
         def bind(name: str, fn: Callable[[], Any]) -> None:
@@ -604,31 +713,98 @@ class AnnotationView(QWidget):
         bind("annotate.both_bad", lambda: self.choose(Choice.BOTH_BAD))
         bind("annotate.focus_left", lambda: self.focus_description(0))
         bind("annotate.focus_right", lambda: self.focus_description(1))
-        bind("annotate.save", self.model.save_task)
+        bind("annotate.save", self.save_task)
         bind("annotate.save_next", self.save_and_next)
-        bind("annotate.next", self.model.next)
-        bind("annotate.previous", self.model.previous)
+        bind("annotate.next", self.next)
+        bind("annotate.previous", self.previous)
         bind("annotate.jump", self.focus_jump)
         bind("annotate.tag", self.focus_tag_entry)
         bind("annotate.switch_image", self.switch_tag_target)
         bind("annotate.load_images", self.load_images_dialog)
         bind("annotate.load_folder", self.load_folder_dialog)
-        bind("annotate.load_last", self.model.load_last)
+        bind("annotate.load_last", self.load_last)
         bind("annotate.copy_html", self.copy_html)
+        bind("annotate.reopen", self.reopen_task)
+        bind("annotate.replace_image", self.replace_image_dialog)
+        bind("annotate.toggle_html", self.html_fold.toggle)
+        bind("annotate.toggle_details", self.details_fold.toggle)
+        bind("annotate.task_list", self.task_list.setFocus)
+        bind("image.zoom_in", lambda: self._active_view().zoom_by(1.25))
+        bind("image.zoom_out", lambda: self._active_view().zoom_by(0.8))
+        bind("image.fit", self._fit_or_actual)
+        bind("image.loupe", lambda: self._active_view().toggle_loupe())
+        for n in range(len(shortcuts.CHIP_KEYS)):
+            bind(f"annotate.chip{n + 1}", functools.partial(self.toggle_chip, n))
+
+    # ------------------------------------------------------------------ focus
+    def focus_work(self) -> None:
+        """Where the work is: the left image (1-4 choose, Alt+1 describes, F2... tag, + zooms)."""
+        self.panes[0].view.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def focus_active_image(self) -> None:
+        self.panes[self.model.position_of(self.model.active_image)].view.setFocus()
+
+    def _set_tab_order(self) -> None:
+        """Reading order: left image, left description, right image, right description, the
+        choices, then the side panel from the top (Help says so)."""
+        chain: list[QWidget] = []
+        for pane in self.panes:
+            chain += [pane.view, pane.description]
+        chain += list(self.choice_buttons.values())
+        chain += [self.sync_check, self.html_fold, self.copy_html_button]
+        chain += [self.details_fold, self.prev_button, self.next_button, self.jump_spin, self.jump_button]
+        chain += [self.load_button, self.load_last_button, self.pair_check]
+        chain += [self.save_button, self.save_next_button, self.reopen_button, self.replace_button]
+        chain += [self.tag_entry, self.add_tag_button, *self.chip_buttons, self.tag_list]
+        chain += [self.tag_set_combo, self.remove_tag_button, self.help_button]
+        chain += [self.filter_combo, self.task_list]
+        for a, b in zip(chain, chain[1:], strict=False):
+            QWidget.setTabOrder(a, b)
+
+    def _active_view(self) -> ImageView:
+        return self.panes[self.model.position_of(self.model.active_image)].view
+
+    def _fit_or_actual(self) -> None:
+        view = self._active_view()
+        view.fit() if not view.fit_mode else view.actual_size()
 
     # ------------------------------------------------------------------ actions
     def choose(self, choice: Choice) -> None:
-        self.model.set_choice(choice)
+        """A choice about the images as shown (1: the left one), stored for those images."""
+        self.model.choose_shown(choice)
+
+    def save_task(self) -> None:
+        self.model.save_task()
+        self.focus_work()
 
     def save_and_next(self) -> None:
         self.model.save_task()
         if not self.model.next_todo():
             self._show_info("Every task is done.", "Use the filter to review, or load more images.")
+        self.focus_work()
 
-    def focus_description(self, index: int) -> None:
-        if index < len(self.model.images):
-            self.panes[index].description.setFocus()
-            self.model.set_active_image(index)
+    def next(self) -> None:
+        self.model.next()
+        self.focus_work()
+
+    def previous(self) -> None:
+        self.model.previous()
+        self.focus_work()
+
+    def load_last(self) -> None:
+        self.model.load_last()
+        self.focus_work()
+
+    def reopen_task(self) -> None:
+        """Mark a finished task as to do again ("Mark as to do"), then back to the images."""
+        if not self.model.reopen_task():
+            self._show_info("This task is not done yet: there is nothing to reopen.", "")
+        self.focus_work()
+
+    def focus_description(self, position: int) -> None:
+        if position < len(self.model.images):
+            self.panes[position].description.setFocus()
+            self.model.set_active_image(self.model.index_at(position))
 
     def focus_jump(self) -> None:
         self.jump_spin.setFocus()
@@ -644,37 +820,104 @@ class AnnotationView(QWidget):
             self.model.set_active_image((self.model.active_image + 1) % n)
 
     def jump(self) -> None:
+        """Go to the typed task number; the focus leaves the number box for the images."""
         self.jump_spin.interpretText()
         if not self.model.go_to_position(self.jump_spin.value()):
             self._show_info(f"There is no task {self.jump_spin.value()} in this list.", "")
+            return
+        self.focus_work()
 
     def _on_jump_edited(self) -> None:
         if self.jump_spin.hasFocus():
             self.jump()
+
+    def toggle_chip(self, n: int) -> None:
+        """Quick tag ``n`` (F2 + n) on the selected image."""
+        if n >= len(self._chip_tags):
+            return
+        if self.model.current is None:
+            self._show_info("Load or pick a task first: tags belong to an image.", "")
+            return
+        self.model.toggle_tag(self._chip_tags[n])
 
     def copy_html(self) -> None:
         QGuiApplication.clipboard().setText(self.html_edit.toPlainText())
         self._show_info("HTML snippet copied to the clipboard.", "")
 
     # ------------------------------------------------------------------ loading images
+    def _start_dir(self) -> str:
+        """Where a file dialog opens: the folder the last one was in (kept in the prefs)."""
+        last = self.prefs.last_image_dir if self.prefs is not None else ""
+        return last if last and Path(last).is_dir() else str(Path.home())
+
+    def _remember_dir(self, folder: str | Path) -> None:
+        if self.prefs is None:
+            return
+        self.prefs.last_image_dir = str(folder)
+        try:
+            self.prefs.save()
+        except OSError as exc:
+            log.warning("could not save studio preferences: %s", exc)
+
     def load_images_dialog(self) -> None:
         if self.model.store is None:
             return
-        files, _ = QFileDialog.getOpenFileNames(
-            self,
-            "Load images as tasks",
-            str(Path.home()),
-            "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)",
-        )
+        files, _ = QFileDialog.getOpenFileNames(self, "Load images as tasks", self._start_dir(), IMAGE_FILTER)
         if files:
+            self._remember_dir(Path(files[0]).parent)
             self.tasks.spawn(self.import_paths(files))
+        else:
+            self.focus_work()
 
     def load_folder_dialog(self) -> None:
         if self.model.store is None:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Load a folder of images as tasks", str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(self, "Load a folder of images as tasks", self._start_dir())
         if folder:
+            self._remember_dir(Path(folder).parent if Path(folder).parent.is_dir() else folder)
             self.tasks.spawn(self.import_paths(folder))
+        else:
+            self.focus_work()
+
+    def replace_image_dialog(self) -> None:
+        """Replace the selected image of the current task with a file (Ctrl+R)."""
+        task = self.model.current
+        if self.model.store is None or task is None:
+            self._show_info("Load or pick a task first: there is no image to replace.", "")
+            return
+        side = "left" if self.model.position_of(self.model.active_image) == 0 else "right"
+        file, _ = QFileDialog.getOpenFileName(
+            self, f"Replace the {side} image of this task", self._start_dir(), IMAGE_FILTER
+        )
+        if file:
+            self._remember_dir(Path(file).parent)
+            self.tasks.spawn(self.replace_image(file, self.model.active_image))
+        else:
+            self.focus_work()
+
+    async def replace_image(self, path: str, index: int) -> ImageRecord | None:
+        """Import ``path`` into the project (off the GUI thread) and put it in place of the
+        current task's image ``index`` (undoable with Ctrl+Z)."""
+        store, task = self.model.store, self.model.current
+        if store is None or task is None:
+            return None
+        try:
+            record, notes = await store_io.run(store.import_image, Path(path))
+        except TdriError as exc:
+            self._show_error(Error(exc.kind, f"The image was not replaced: {exc.message}", exc.what_to_do))
+            return None
+        if self.model.current is None or self.model.current.id != task.id:
+            self._show_info(
+                "The image was imported, but you moved to another task: nothing was replaced.", ""
+            )
+            return None
+        self.model.replace_image(index, record)
+        self._show_info(
+            f"Image replaced by {Path(path).name}.",
+            "\n".join(notes) + (" " if notes else "") + "Ctrl+Z undoes it.",
+        )
+        self.focus_work()
+        return record
 
     async def import_paths(self, paths: str | list[str]) -> Any:
         """Import files or a folder as tasks (file work off the GUI thread), then show them."""
@@ -682,8 +925,9 @@ class AnnotationView(QWidget):
         if store is None:
             return None
         pair = self.pair_check.isChecked()
+        # Said on the button while it runs (not as a message that would outlive the import).
         self.load_button.setEnabled(False)
-        self._show_info("Importing images…", "")
+        self.load_button.setText("Importing…")
         try:
             result = await store_io.run(lambda: store.import_images(paths, pair=pair))
         except TdriError as exc:
@@ -691,6 +935,7 @@ class AnnotationView(QWidget):
             return None
         finally:
             self.load_button.setEnabled(True)
+            self.load_button.setText("Load Image…")
         if result.errors:
             lines = [f"{Path(p).name}: {e.message}" for p, e in result.errors.items()]
             todo = {e.what_to_do for e in result.errors.values() if e.what_to_do}
@@ -708,6 +953,7 @@ class AnnotationView(QWidget):
         self._show_info(summary, "\n".join(notes))
         first = result.tasks[0].id if result.tasks else None
         self.model.reload_tasks(select=first)
+        self.focus_work()
         self.import_finished.emit(result)
         return result
 
@@ -727,6 +973,9 @@ class AnnotationView(QWidget):
         for b in self.choice_buttons.values():
             b.setEnabled(not single)
         self.panes[1].setVisible(task is None or len(task.images) > 1)
+        self.reopen_button.setEnabled(task is not None and task.status == "done")
+        self.replace_button.setEnabled(task is not None)
+        self._refresh_chips()
         self._html_timer.start()
 
     def _on_images_changed(self, images: list[ImageRecord | None]) -> None:
@@ -734,17 +983,20 @@ class AnnotationView(QWidget):
         gen = self._load_generation
         store = self.model.store
         task = self.model.current
+        shown = [self.model.index_at(p) for p in range(len(images))]  # task index per position
+        images = [images[i] for i in shown]
         for i, pane in enumerate(self.panes):
             rec = images[i] if i < len(images) else None
             if task is None:
                 pane.view.set_image(None, "No task. Load images to start (Load Image…).")
-                pane.header.setText("Left" if i == 0 else "Right")
+                pane.header.set_full_text("Left" if i == 0 else "Right")
                 continue
             if rec is None:
                 if i < len(task.images):
-                    pane.view.set_image(None, f"Image record {task.images[i]} is missing from the project.")
+                    missing = task.images[shown[i]]
+                    pane.view.set_image(None, f"Image record {missing} is missing from the project.")
                 continue
-            pane.header.setText(
+            pane.header.set_full_text(
                 f"{'Left' if i == 0 else 'Right'} · {rec.name or rec.id}  ({rec.width}×{rec.height})"
             )
             pane.view.set_image(None, "Loading…")
@@ -783,11 +1035,11 @@ class AnnotationView(QWidget):
             return
         for i, pane in enumerate(self.panes):
             if i < len(task.images):
-                iid = task.images[i]
+                iid = task.images[self.model.index_at(i)]
                 pane.description.set_text_quietly(ann.descriptions.get(iid, ""))
                 tags = ann.tags.get(iid, [])
                 pane.tags_label.setText("  ".join(f"#{t}" for t in tags) if tags else "No tags")
-        self._sync_choice(ann.choice)
+        self._sync_choice(self.model.shown_choice())
         self._sync_tag_checks()
         self._html_timer.start()
 
@@ -796,10 +1048,11 @@ class AnnotationView(QWidget):
             b.setChecked(value == choice)
 
     def _on_active_image_changed(self, index: int) -> None:
+        position = self.model.position_of(index)
         for p in self.panes:
-            p.set_active(p.index == index)
+            p.set_active(p.index == position)
         self.tag_target_label.setText(
-            f"For the {'left' if index == 0 else 'right'} image  (Ctrl+Tab switches)"
+            f"For the {'left' if position == 0 else 'right'} image  (Ctrl+Tab switches)"
         )
         self._sync_tag_checks()
         self._update_details()
@@ -817,7 +1070,14 @@ class AnnotationView(QWidget):
 
     def _on_progress(self, progress: tuple[int, int]) -> None:
         done, total = progress
-        self.progress_label.setText(f"{done} of {total} done")
+        rate = self.model.throughput()
+        pace = f" · {rate:.0f} tasks/hour" if rate is not None else ""
+        self.progress_label.setText(f"{done} of {total} done{pace}")
+        self.progress_label.setToolTip(
+            "Tasks marked done per hour in this session, over the last hour"
+            if rate is not None
+            else "The pace (tasks per hour) shows after the first minute of work"
+        )
         self.progress_bar.setRange(0, max(1, total))
         self.progress_bar.setValue(done)
         self._update_title()
@@ -844,6 +1104,7 @@ class AnnotationView(QWidget):
                 self.tag_list.addItem(item)
         self.tag_list.blockSignals(False)
         self.tag_completer_model.setStringList(vocab.all_tags())
+        self._refresh_chips()
         self._sync_tag_checks()
 
     def _sync_tag_checks(self) -> None:
@@ -859,6 +1120,31 @@ class AnnotationView(QWidget):
             if tag:
                 item.setCheckState(Qt.CheckState.Checked if tag in applied else Qt.CheckState.Unchecked)
         self.tag_list.blockSignals(False)
+        ordered = list(self.model.annotation().tags.get(task.images[idx], [])) if applied and task else []
+        self.applied_label.setText("Applied: " + ("  ".join(f"#{t}" for t in ordered) if ordered else "none"))
+        for chip, tag in zip(self.chip_buttons, self._chip_tags, strict=False):
+            chip.setChecked(tag in applied)
+
+    def _refresh_chips(self) -> None:
+        """The quick-tag chips: the project's most used tags (vocabulary order breaks ties).
+
+        Refreshed when the task or the vocabulary changes, not on every toggle: a chip does
+        not move under the annotator's finger while they tag one image.
+        """
+        counts = self.model.tag_counts()
+        vocab = self.model.vocabulary.all_tags()
+        rank = {t: i for i, t in enumerate(vocab)}
+        ordered = sorted(counts, key=lambda t: (-counts[t], rank.get(t, len(rank)), t))
+        ordered += [t for t in vocab if t not in counts]
+        self._chip_tags = ordered[: len(self.chip_buttons)]
+        for n, chip in enumerate(self.chip_buttons):
+            key = shortcuts.CHIP_KEYS[n]
+            tag = self._chip_tags[n] if n < len(self._chip_tags) else ""
+            chip.setVisible(bool(tag))
+            chip.setText(f"{key}  {tag}")
+            chip.setAccessibleName(f"Quick tag {tag} ({key})")
+            chip.setToolTip(plain_tooltip(f"Toggle the tag “{tag}” on the selected image ({key})"))
+        self._sync_tag_checks()
 
     def _on_tag_item_changed(self, item: QListWidgetItem) -> None:
         tag = item.data(Qt.ItemDataRole.UserRole)
@@ -884,13 +1170,20 @@ class AnnotationView(QWidget):
         self.model.remove_from_vocabulary(tag)
         self._show_info(f"Removed “{tag}” from this project's tag list.", "Images that have it keep it.")
 
-    def _on_description_typed(self, index: int) -> None:
-        self.model.set_description(index, self.panes[index].description.toPlainText())
+    def _on_description_typed(self, position: int) -> None:
+        self.model.set_description(
+            self.model.index_at(position), self.panes[position].description.toPlainText()
+        )
 
     def _on_task_clicked(self, index: QModelIndex) -> None:
         task = self.task_list_model.task_at(index.row())
         if task is not None:
             self.model.go_to(task.id)
+
+    def _on_task_activated(self, index: QModelIndex) -> None:
+        """Enter (or a double-click) on a task: open it and go to its images."""
+        self._on_task_clicked(index)
+        self.focus_work()
 
     def _sync_list_selection(self) -> None:
         task = self.model.current
@@ -926,7 +1219,7 @@ class AnnotationView(QWidget):
         images = self.model.images
         rec = images[idx] if idx < len(images) else None
         labels["task"].setText(f"{task.name or task.id} ({task.kind})")
-        labels["image"].setText("left" if idx == 0 else "right")
+        labels["image"].setText("left" if self.model.position_of(idx) == 0 else "right")
         labels["category"].setText(task.category or "–")
         labels["source"].setText(_short(task.source) or "–")
         if rec is None:

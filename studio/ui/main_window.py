@@ -3,6 +3,12 @@
 The window owns the Qt-side models and the engine bridge; it shows before any model is
 loaded (the engine is created in the engine thread on the first job), and every failure ends
 up in the non-modal message bar with what to do.
+
+Focus goes where the work is: when the window is first shown, on every switch of view (Ctrl+1,
+Ctrl+2, a click on a tab), after a project opens and after the settings dialog closes, the
+window calls the current view's ``focus_work()`` (the view knows its preferred widget; a view
+without one gets the focus itself). The tab bar takes no focus: a key pressed right after the
+window opens reaches the view, not the tabs.
 """
 
 from __future__ import annotations
@@ -165,11 +171,14 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("viewTabs")
         self.tabs.setAccessibleName("Views")
         self.tabs.setDocumentMode(True)
+        self.tabs.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.tabs.tabBar().setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.annotation_view = AnnotationView(
             self.annotation_model,
             show_error=self.show_error,
             show_info=self._show_info,
             show_help=self.show_help,
+            prefs=self.prefs,
         )
         self.refinement_view = RefinementView(
             self.refinement_model, show_error=self.show_error, show_message=self.show_message
@@ -178,6 +187,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.refinement_view, f"Refine  ({shortcuts.label('app.refine')})")
         v.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
+        self.tabs.currentChanged.connect(lambda _i: self.focus_work())
 
         sb = self.statusBar()
         sb.setObjectName("statusBar")
@@ -247,15 +257,15 @@ class MainWindow(QMainWindow):
         self.undo_action, self.redo_action = undo, redo
 
         view = mb.addMenu("&View")
-        self._action(
-            "&Annotate", lambda: self.tabs.setCurrentWidget(self.annotation_view), "app.annotate", menu=view
-        )
-        self._action(
-            "&Refine", lambda: self.tabs.setCurrentWidget(self.refinement_view), "app.refine", menu=view
-        )
+        self._action("&Annotate", lambda: self.show_view(self.annotation_view), "app.annotate", menu=view)
+        self._action("&Refine", lambda: self.show_view(self.refinement_view), "app.refine", menu=view)
 
         help_menu = mb.addMenu("&Help")
         self._action("&Guidelines and shortcuts", self.show_help, "app.help", menu=help_menu)
+        self._action("&Message history", self.message_bar.show_history, "app.messages", menu=help_menu)
+        self._action(
+            "&Dismiss the message", self.message_bar.dismiss_current, "app.dismiss_message", menu=help_menu
+        )
         self._action("Open &log folder", self.open_log_folder, menu=help_menu)
         self._action("&About", self.show_about, menu=help_menu)
 
@@ -267,6 +277,25 @@ class MainWindow(QMainWindow):
         if not self.prefs.recent_projects:
             act = self.recent_menu.addAction("(none yet)")
             act.setEnabled(False)
+
+    # ------------------------------------------------------------------ focus
+    def show_view(self, view: QWidget) -> None:
+        """Show ``view`` and put the focus where its work is (also when it was shown already)."""
+        if self.tabs.currentWidget() is not view:
+            self.tabs.setCurrentWidget(view)  # currentChanged moves the focus
+        else:
+            self.focus_work()
+
+    def focus_work(self) -> None:
+        """Give the focus to the current view's preferred widget (its ``focus_work``)."""
+        view = self.tabs.currentWidget()
+        if view is None:
+            return
+        fn = getattr(view, "focus_work", None)
+        if callable(fn):
+            fn()
+        else:
+            view.setFocus()
 
     # ------------------------------------------------------------------ messages
     def show_error(self, error: Error) -> None:
@@ -319,6 +348,7 @@ class MainWindow(QMainWindow):
             return None
         dlg = SettingsDialog(self.store, self.prefs, show_error=self.show_error, parent=self)
         dlg.saved.connect(self._on_settings_saved)
+        dlg.finished.connect(lambda _r: self.focus_work())
         self.settings_dialog = dlg
         dlg.open()  # window-modal, but the event loop (and the engine) keep running
         dlg.start_check()
@@ -419,6 +449,7 @@ class MainWindow(QMainWindow):
         await self.refinement_model.load(store)
         self.project_opened.emit(store)
         self.prepare_engine()
+        self.focus_work()
 
     def new_project_dialog(self) -> None:
         dlg = NewProjectDialog(self.prefs.projects_root(), self)
@@ -478,6 +509,7 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
+            self.focus_work()
             QTimer.singleShot(0, self.shown.emit)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
@@ -504,7 +536,7 @@ class MainWindow(QMainWindow):
             except TdriError as exc:
                 log.warning("closing the project: %s", exc)
             self.store = None
-        for w in (self.help_window, self.settings_dialog):
+        for w in (self.help_window, self.settings_dialog, self.message_bar.history_dialog):
             if w is not None:
                 w.close()
         self.tasks.cancel_all()

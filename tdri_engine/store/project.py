@@ -56,6 +56,7 @@ from .fsutil import (
 from .images import load_image_checked, provenance_of, save_png
 from .lock import ProjectLock
 from .migrations import SCHEMA_VERSION, migrate
+from .positions import SHOWN_ORDER, balanced_orders
 from .project_file import (
     PROJECT_FILE,
     parse_project_json,
@@ -430,12 +431,18 @@ class ProjectStore:
         return self.add_image(image, record), notes
 
     def import_images(
-        self, paths_or_folder: Path | str | Sequence[Path | str], *, pair: bool = True
+        self,
+        paths_or_folder: Path | str | Sequence[Path | str],
+        *,
+        pair: bool = True,
+        order_seed: int | None = None,
     ) -> ImportResult:
         """Import files (or every image in a folder, sorted by name) as tasks.
 
         With ``pair`` consecutive good images make pair tasks (an odd one out becomes a single
-        task); otherwise one task per image. A file that cannot be imported is listed in
+        task); otherwise one task per image. Each pair task records the random order its two
+        images are shown in (``details["shown_order"]``, balanced over the import and drawn
+        from ``order_seed``: see ``store/positions.py``). A file that cannot be imported is listed in
         ``errors`` and skipped. A storage failure (disk full) raises StorageError and leaves
         the project exactly as before: no records and no image files from this import.
         """
@@ -466,14 +473,19 @@ class ProjectStore:
                 if notes:
                     result.notes[str(src)] = notes
             step = 2 if pair else 1
-            for i in range(0, len(result.images), step):
-                group = result.images[i : i + step]
+            groups = [result.images[i : i + step] for i in range(0, len(result.images), step)]
+            # Pairs are shown in a random, balanced order per task (store/positions.py).
+            orders = iter(balanced_orders(sum(len(g) == 2 for g in groups), order_seed))
+            for group in groups:
+                details: dict[str, Any] = {"files": [r.source_path for r in group]}
+                if len(group) == 2:
+                    details[SHOWN_ORDER] = next(orders)
                 result.tasks.append(
                     Task(
                         name=" | ".join(r.name for r in group),
                         images=[r.id for r in group],
                         source=source,
-                        details={"files": [r.source_path for r in group]},
+                        details=details,
                     )
                 )
             self.put_many([*result.images, *result.tasks])

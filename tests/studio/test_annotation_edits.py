@@ -26,7 +26,7 @@ def test_undo_and_redo_cover_typing_tags_choices_and_done_even_across_tasks(
     view, model = window.annotation_view, window.annotation_model
     run(view.import_paths(str(folder_of(tmp_path, 4))))
     t1, t2 = [t.id for t in model.tasks]
-    left = model.current.images[0]
+    left = model.current.images[model.index_at(0)]  # the image shown on the left
 
     view.focus_description(0)
     qtbot.keyClicks(view.panes[0].description, "blue top")
@@ -118,7 +118,7 @@ def test_tag_vocabulary_is_per_project_and_removing_a_tag_keeps_it_on_images(
     run(view.import_paths(str(folder_of(tmp_path, 2))))
     view.tag_entry.setText("  Ruched   Waist ")
     view._on_tag_entered()
-    image = model.current.images[0]
+    image = model.current.images[model.active_image]  # tags go to the selected image
     assert model.annotation().tags[image] == ["ruched waist"]
     assert "ruched waist" in model.vocabulary.all_tags()
     model.remove_from_vocabulary("ruched waist")

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 
 from tdri_engine.records import Annotation, PreferencePair, Task
 from tdri_engine.store import open_project
+from tdri_engine.store.positions import map_choice, shown_order
 
 
 def make_folder(folder: Path, n: int = 6) -> Path:
@@ -101,10 +102,13 @@ def test_annotator_imports_a_folder_labels_three_pairs_by_keyboard_and_finds_the
     assert [t.status for t in tasks] == ["done", "done", "done"]
     for task, (left, ltag, right, rtag, _k, choice) in zip(tasks, LABELS, strict=True):
         ann = anns[task.id]
-        assert [ann.descriptions[i] for i in task.images] == [left, right]
-        assert [ann.tags[i] for i in task.images] == [[ltag], [rtag]]
-        assert ann.choice == choice
-        assert prefs[task.id].choice == choice and prefs[task.id].source == "annotation"
+        # pairs are shown in a random order per task: what was typed on the left belongs to
+        # the image shown on the left, and the choice is stored in the task's own order
+        shown = [task.images[i] for i in shown_order(task)]
+        assert [ann.descriptions[i] for i in shown] == [left, right]
+        assert [ann.tags[i] for i in shown] == [[ltag], [rtag]]
+        assert ann.choice == map_choice(choice, shown_order(task))
+        assert prefs[task.id].choice == ann.choice and prefs[task.id].source == "annotation"
 
     again = studio(project)
     again.activateWindow()

@@ -10,6 +10,7 @@ from PIL import Image
 from studio.screenshots import take_screenshots
 from tdri_engine.errors import StorageError
 from tdri_engine.records import Annotation
+from tdri_engine.store.positions import map_choice
 
 
 def two_images(folder: Path) -> Path:
@@ -37,14 +38,15 @@ def test_a_failed_save_is_shown_kept_in_memory_and_retried_until_it_lands(
 
     monkeypatch.setattr(store, "put_many", flaky_put_many)
     monkeypatch.setattr("studio.models.annotation_model.RETRY_SAVE_MS", 50)
-    model.set_choice("right")  # a click: saved at once... and the disk is full
+    view.choice_buttons["right"].click()  # a click: saved at once... and the disk is full
     assert model.saved_state == "failed"
     assert "Not saved yet" in view.saved_label.text()
     message = next(m for m in window.message_bar.messages if m.level == "error")
     assert "not saved yet" in message.title and "Free some space" in message.detail
     assert view.choice_buttons["right"].isChecked()  # the click is still there
     qtbot.waitUntil(lambda: model.saved_state == "saved", timeout=5000)  # retried by itself
-    assert store.get(Annotation, model.current.id).choice == "right"
+    # stored for the image shown on the right, in the task's own order
+    assert store.get(Annotation, model.current.id).choice == map_choice("right", model.shown_order())
 
 
 def test_a_damaged_database_is_repaired_on_open_and_the_user_is_told(studio, new_project, tmp_path, run):
