@@ -125,6 +125,9 @@ class DialogueTurn(Record):
     prompt: str = ""  # P_t, the prompt the generator got
     question: str | None = None  # clarification question asked after this round, if any
     question_aspect: str | None = None
+    # the question's one-click answers, kept so a reopened dialogue offers them again
+    # (absent in projects written before they were stored: no buttons, the question still shows)
+    question_options: list[str] = field(default_factory=list)
     aspect_scores: dict[str, float] = field(default_factory=dict)  # s_i per aspect
     ambiguity: float | None = None  # A = sum w_i (1 - s_i)
     image_id: str | None = None

@@ -21,6 +21,15 @@
    zero (paper 4.3); otherwise none. The question comes from the per-aspect templates in
    ``questions.json`` (with one-click options) or, with ``settings.questioner == "llm"``, from the
    local chat model, falling back to the template with a warning when its reply is unusable.
+4. No question on the aspect the user just settled (the paper is silent; a designer who answered
+   "red" or skipped the colour question should not get it again at once). The session passes the
+   previous round's question aspect with the answer (:class:`Settled`); that aspect leaves the
+   candidates unless the image still disagrees with the answer, measured with the same CLIP::
+
+       disagrees  <=>  CLIP(image, answer) < max over the aspect's other one-click options o of CLIP(image, o)
+
+   A skip has no answer to disagree with, so a skipped aspect is never asked again in the next
+   round. When the settled aspect was the only candidate, no question is asked.
 """
 
 from __future__ import annotations
@@ -191,6 +200,14 @@ def choose_aspect(scores: Mapping[str, float], rng: random.Random) -> str:
 
 
 @dataclass(frozen=True)
+class Settled:
+    """The aspect the user answered (``answer``) or skipped (``answer`` None) in the last round."""
+
+    aspect: str
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
 class ReflectionResult:
     reflection: events.Reflection
     question: events.Question | None
@@ -255,9 +272,37 @@ class Reflector:
         tau = getattr(self.settings, "tau", None)
         return FALLBACK_TAU if tau is None else float(tau)
 
+    def disagrees(self, image: Any, settled: Settled) -> bool:
+        """Whether the image still contradicts the user's answer about ``settled.aspect``: the
+        answer scores below one of the aspect's other one-click options (CLIP, image vs text).
+        A skip, or an aspect without other options to compare with, never disagrees."""
+        answer = (settled.answer or "").strip()
+        if not answer:
+            return False
+        spec = self.templates.questions["aspects"].get(settled.aspect, {})
+        said = answer.lower()
+        others = [o for o in spec.get("options", []) if o.lower() not in said and said not in o.lower()]
+        if not others:
+            return False
+        texts = [answer, *others]
+        with_warnings = getattr(self.clip, "image_text_with_warnings", None)
+        sims = (
+            with_warnings(image, texts)[0]
+            if with_warnings is not None
+            else self.clip.image_text(image, texts)
+        )
+        values = [float(v) for v in sims]
+        return values[0] < max(values[1:])
+
     def reflect(
-        self, image: Any, prompt: str, *, cancel: events.CancelToken | None = None
+        self,
+        image: Any,
+        prompt: str,
+        *,
+        cancel: events.CancelToken | None = None,
+        settled: Settled | None = None,
     ) -> ReflectionResult:
+        """FR on one image; ``settled``: the aspect the user just answered or skipped (rule 4)."""
         if not isinstance(prompt, str):
             raise BadInput("The prompt must be text.", "Pass the prompt the image was generated from.")
         captions = self.captions(image, cancel=cancel)
@@ -268,12 +313,18 @@ class Reflector:
         a_score = ambiguity(scores, weights)
         tau = self.tau
         asks = a_score > tau
+        weighted = {a: s for a, s in scores.items() if weights.get(a, 0.0) > 0} or scores
+        if asks and settled is not None and settled.aspect in weighted:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if not self.disagrees(image, settled):
+                weighted = {a: s for a, s in weighted.items() if a != settled.aspect}
+                asks = bool(weighted)
         reflection = events.Reflection(
             captions=captions, scores=scores, ambiguity=a_score, threshold=tau, asks=asks
         )
         if not asks:
             return ReflectionResult(reflection, None, warnings)
-        weighted = {a: s for a, s in scores.items() if weights.get(a, 0.0) > 0} or scores
         if getattr(self.settings, "question_aspect", "lowest3") == "random":
             aspect = self.rng.choice(sorted(weighted, key=ASPECTS.index))  # FR off: any weighted aspect
         else:
@@ -368,6 +419,7 @@ __all__ = [
     "FALLBACK_TAU",
     "ReflectionResult",
     "Reflector",
+    "Settled",
     "ambiguity",
     "aspect_scores",
     "choose_aspect",

@@ -415,6 +415,7 @@ class RefinementSession:
                     text=turn.question,
                     scores=dict(turn.aspect_scores),
                     ambiguity=float(turn.ambiguity or 0.0),
+                    options=tuple(turn.question_options or ()),
                 )
             self._rounds.append(
                 RoundResult(
@@ -447,12 +448,18 @@ class RefinementSession:
             self._summarizer = make_summarizer(self.settings, self.engine.registry)
         return self._summarizer.summarize(turns, reply, current_prompt)
 
-    def _reflect(self, image: Image.Image, prompt: str, cancel: CancelToken | None) -> Any:
+    def _reflect(
+        self, image: Image.Image, prompt: str, cancel: CancelToken | None, settled: Any = None
+    ) -> Any:
+        """FR on the round's image; ``settled`` (reflector.Settled): the aspect just answered or
+        skipped, which is not asked about again unless the image still disagrees."""
         if self._reflector is None:
             from .reflector import make_reflector
 
             self._reflector = make_reflector(self.settings, self.engine.registry, self._seed)
-        return self._reflector.reflect(image, prompt, cancel=cancel)
+        if settled is None:
+            return self._reflector.reflect(image, prompt, cancel=cancel)
+        return self._reflector.reflect(image, prompt, cancel=cancel, settled=settled)
 
     def _adapter_dir(self) -> Path | None:
         active = _optional("tdri_engine.optimizer.adapters", "active_adapter_dir")
@@ -561,6 +568,12 @@ class RefinementSession:
         emit = self.emit
         previous = self._rounds[-1]
         kind, user_text = _reply_kind(reply)
+        settled = None
+        if previous.question is not None and isinstance(reply, (Answer, Skip)):
+            from .reflector import Settled
+
+            aspect = reply.aspect if isinstance(reply, Answer) else previous.question.aspect
+            settled = Settled(aspect, reply.text if isinstance(reply, Answer) else None)
 
         emit(ev.Progress("summarize", 0, 1))
         summary = self._summarize(list(self._turns), reply, previous.prompt)
@@ -616,6 +629,7 @@ class RefinementSession:
             parent=previous.image.id if init is not None else None,
             dialogue=self._dialogue,
             cancel=cancel,
+            settled=settled,
         )
         out.warnings[:0] = warnings
         round_result = self._commit(out, None, pose_found=pose_map is not None)
@@ -699,12 +713,13 @@ class RefinementSession:
         parent: str | None,
         dialogue: Dialogue,
         cancel: CancelToken | None,
+        settled: Any = None,
     ) -> _RoundOutput:
         """Reflect on the image and build (not write) the round's records."""
         if cancel is not None:
             cancel.raise_if_cancelled()
         self.emit(ev.Progress("reflect", 0, 1))
-        reflection = self._reflect(result.image, prompt, cancel)
+        reflection = self._reflect(result.image, prompt, cancel, settled)
         self.emit(ev.Progress("reflect", 1, 1))
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -727,6 +742,7 @@ class RefinementSession:
             prompt=prompt,
             question=question.text if question else None,
             question_aspect=question.aspect if question else None,
+            question_options=list(question.options) if question else [],
             aspect_scores=dict(r.scores),
             ambiguity=float(r.ambiguity),
             image_id=record.id,
