@@ -1,9 +1,14 @@
-"""The sample project the studio opens onto: garment pairs the code draws itself.
+"""The sample project the studio opens onto: garment pairs drawn by the Atelier's renderer.
 
-``build_sample(root)`` makes ``root/sample/`` with six pair tasks (dress, skirt, jacket,
-t-shirt, trousers, coat; two colour/pattern variants each, 256×256 PNGs with provenance), two
-of them already annotated. Everything is fixed (ids, times, seeds), so building twice gives
-the same project; ``projects/sample/`` in the repository is this function's output.
+``build_sample(root)`` makes ``root/sample/`` with six pair tasks (dress, skirt, coat, t-shirt,
+trousers, jumpsuit; two colour/pattern variants each, 256×256 PNGs with provenance), two of them
+already annotated. Each picture is ``atelier.world.render`` of an attribute record, and its prompt
+is that record's full caption (``atelier.captions.full_caption``, canonical wording): the world
+the Atelier profile's models were trained on, so the sample and those models speak one language.
+The records travel in each task's ``details["records"]``. Everything is fixed (ids, times, seeds),
+so building twice gives the same project; ``projects/sample/`` in the repository is this
+function's output (rebuild it with ``tdri project sample --force --root projects`` after a
+change to the renderer or the captions: a test compares the two).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,11 +29,13 @@ from .project import create_project
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
+    from ..atelier.world import Record as AtelierRecord
+
 SAMPLE_SLUG = "sample"
 SAMPLE_NAME = "Sample"
 CREATED = "2025-01-15T09:00:00+00:00"
 SIZE = 256
-MODEL = "tdri-sample-painter (PIL drawing, no model)"
+MODEL = "atelier-renderer (tdri_engine.atelier.world, no model)"
 GITIGNORE = """# written when the project is opened and used; not part of the sample
 .lock
 .*.tmp
@@ -45,144 +51,72 @@ MARKER_KEY = "sample_build"  # in project.json's meta: this folder is ours to re
 MARKER = "tdri project sample"
 RUNTIME_FILES = (".lock", "db.json.bak", "db.journal", "db.journal.prev", "project.json.bak")
 
-COLOURS = {
-    "red": (196, 40, 52),
-    "navy": (28, 42, 92),
-    "emerald": (22, 128, 86),
-    "mustard": (214, 166, 38),
-    "black": (30, 30, 34),
-    "white": (242, 240, 234),
-    "blush": (232, 170, 172),
-    "camel": (184, 134, 84),
-    "denim": (70, 104, 150),
-    "lilac": (176, 150, 206),
-}
+PROFILE = "atelier"  # models.LOCAL_DEFAULT_PROFILE: the sample runs on the Atelier's models
 
 
-@dataclass(frozen=True)
-class Variant:
-    garment: str
-    colour: str
-    pattern: str  # "solid" | "stripes" | "dots" | "checks"
-    accent: str = "white"
+def _record(garment: str, color: str, pattern: str, **rest: str | None) -> AtelierRecord:
+    from ..atelier.world import Record
 
-    @property
-    def prompt(self) -> str:
-        pattern = {
-            "solid": "",
-            "stripes": f" with {self.accent} vertical stripes",
-            "dots": f" with {self.accent} polka dots",
-            "checks": f" in a {self.accent} check pattern",
-        }[self.pattern]
-        return f"a {self.colour} {self.garment}{pattern}, flat lay, plain studio background"
+    values: dict[str, str | None] = {
+        "length": "knee-length",
+        "fit": "fitted",
+        "sleeves": None,
+        "style": "flat lay",
+        "background": "studio",
+        "perspective": "front view",
+        "accessory": "none",
+    }
+    values |= rest
+    return Record(garment=garment, color=color, pattern=pattern, **values)  # type: ignore[arg-type]
 
 
-PAIRS: tuple[tuple[Variant, Variant], ...] = (
-    (Variant("dress", "red", "dots"), Variant("dress", "navy", "solid")),
-    (Variant("skirt", "emerald", "stripes", "white"), Variant("skirt", "mustard", "checks", "black")),
-    (Variant("jacket", "camel", "solid"), Variant("jacket", "denim", "stripes", "white")),
-    (Variant("t-shirt", "white", "stripes", "navy"), Variant("t-shirt", "blush", "solid")),
-    (Variant("trousers", "black", "solid"), Variant("trousers", "lilac", "checks", "white")),
-    (Variant("coat", "navy", "checks", "camel"), Variant("coat", "red", "solid")),
-)
+def pairs() -> tuple[tuple[AtelierRecord, AtelierRecord], ...]:
+    """The six pairs: one garment each, two colour/pattern variants in the same setting."""
+    worn = {"style": "on a mannequin", "perspective": "full body"}
+    return (
+        (_record("dress", "red", "dots", sleeves="sleeveless"), _record("dress", "navy", "plain", sleeves="sleeveless")),
+        (_record("skirt", "green", "stripes", length="long", fit="loose"), _record("skirt", "yellow", "checks", length="long", fit="loose")),
+        (
+            _record("coat", "brown", "plain", length="long", fit="loose", sleeves="long sleeves", style="on a hanger", background="street"),
+            _record("coat", "blue", "stripes", length="long", fit="loose", sleeves="long sleeves", style="on a hanger", background="street"),
+        ),
+        (_record("t-shirt", "white", "stripes", length="short", sleeves="short sleeves"), _record("t-shirt", "pink", "plain", length="short", sleeves="short sleeves")),
+        (
+            _record("trousers", "black", "plain", length="long", background="runway", **worn),
+            _record("trousers", "purple", "checks", length="long", background="runway", **worn),
+        ),
+        (
+            _record("jumpsuit", "orange", "plain", length="long", fit="loose", sleeves="short sleeves", background="beach", accessory="hat", **worn),
+            _record("jumpsuit", "navy", "stripes", length="long", fit="loose", sleeves="short sleeves", background="beach", accessory="hat", **worn),
+        ),
+    )  # fmt: skip
+
 
 ANNOTATIONS = {
     0: (
         {
-            "a": "Knee-length red A-line dress with white polka dots and thin straps.",
-            "b": "Plain navy A-line dress with thin straps; simple and clean.",
+            "a": "Knee-length red fitted dress with white polka dots, sleeveless.",
+            "b": "Plain navy fitted dress, sleeveless; simple and clean.",
         },
         {"a": ["dress", "red", "polka dots", "sleeveless"], "b": ["dress", "navy", "solid", "sleeveless"]},
         Choice.LEFT,
     ),
     2: (
         {
-            "a": "Camel single-breasted jacket with long sleeves and two buttons.",
-            "b": "Denim-blue jacket with white pinstripes, long sleeves.",
+            "a": "Long loose brown coat with long sleeves, on a hanger.",
+            "b": "Long blue coat with pale stripes and long sleeves, on a hanger.",
         },
-        {"a": ["jacket", "camel", "long sleeves"], "b": ["jacket", "blue", "stripes", "long sleeves"]},
+        {"a": ["coat", "brown", "long sleeves"], "b": ["coat", "blue", "stripes", "long sleeves"]},
         Choice.RIGHT,
     ),
 }
 
 
-def _silhouette(garment: str) -> list[list[tuple[int, int]]]:
-    """Polygons (in 256×256 coordinates) whose union is the garment's outline."""
-    if garment == "dress":
-        return [
-            [(104, 40), (112, 40), (112, 70), (104, 70)],  # straps
-            [(144, 40), (152, 40), (152, 70), (144, 70)],
-            [(98, 68), (158, 68), (150, 120), (106, 120)],  # bodice
-            [(106, 118), (150, 118), (200, 226), (56, 226)],  # A-line skirt
-        ]
-    if garment == "skirt":
-        return [[(84, 50), (172, 50), (172, 66), (84, 66)], [(84, 64), (172, 64), (214, 210), (42, 210)]]
-    if garment in ("jacket", "coat"):
-        bottom = 226 if garment == "coat" else 196
-        return [
-            [(88, 40), (168, 40), (176, bottom), (80, bottom)],  # body
-            [(88, 42), (60, 60), (30, bottom - 16), (56, bottom - 8), (86, 96)],  # left sleeve
-            [(168, 42), (196, 60), (226, bottom - 16), (200, bottom - 8), (170, 96)],  # right sleeve
-        ]
-    if garment == "t-shirt":
-        return [
-            [(84, 48), (172, 48), (176, 206), (80, 206)],
-            [(84, 50), (44, 76), (60, 108), (88, 96)],
-            [(172, 50), (212, 76), (196, 108), (168, 96)],
-        ]
-    if garment == "trousers":
-        return [
-            [(86, 36), (170, 36), (170, 52), (86, 52)],
-            [(86, 50), (128, 50), (124, 226), (84, 226), (80, 120)],
-            [(128, 50), (170, 50), (176, 120), (172, 226), (132, 226)],
-        ]
-    raise ValueError(garment)
+def draw_garment(record: AtelierRecord, seed: int) -> PILImage.Image:
+    """The Atelier renderer's picture of ``record`` (deterministic in the seed), at 256 px."""
+    from ..atelier.world import render
 
-
-def _pattern(variant: Variant) -> PILImage.Image:
-    from PIL import Image, ImageDraw
-
-    base, accent = COLOURS[variant.colour], COLOURS[variant.accent]
-    img = Image.new("RGB", (SIZE, SIZE), base)
-    draw = ImageDraw.Draw(img)
-    if variant.pattern == "stripes":
-        for x in range(0, SIZE, 16):
-            draw.rectangle([x, 0, x + 5, SIZE], fill=accent)
-    elif variant.pattern == "dots":
-        for row, y in enumerate(range(6, SIZE, 18)):
-            for x in range(6 + (row % 2) * 9, SIZE, 18):
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=accent)
-    elif variant.pattern == "checks":
-        for x in range(0, SIZE, 24):
-            draw.rectangle([x, 0, x + 3, SIZE], fill=accent)
-        for y in range(0, SIZE, 24):
-            draw.rectangle([0, y, SIZE, y + 3], fill=accent)
-    return img
-
-
-def draw_garment(variant: Variant) -> PILImage.Image:
-    """A flat-lay drawing of one garment variant (deterministic)."""
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("RGB", (SIZE, SIZE), (236, 233, 228))
-    shadow = Image.new("L", (SIZE, SIZE), 0)
-    mask = Image.new("L", (SIZE, SIZE), 0)
-    for poly in _silhouette(variant.garment):
-        ImageDraw.Draw(mask).polygon(poly, fill=255)
-        ImageDraw.Draw(shadow).polygon([(x + 4, y + 5) for x, y in poly], fill=255)
-    canvas.paste((205, 201, 194), (0, 0), shadow)
-    canvas.paste(_pattern(variant), (0, 0), mask)
-    draw = ImageDraw.Draw(canvas)
-    for poly in _silhouette(variant.garment):  # seams
-        draw.line([*poly, poly[0]], fill=(60, 56, 52), width=1)
-    if variant.garment in ("jacket", "coat"):
-        draw.line([(128, 40), (128, 226 if variant.garment == "coat" else 196)], fill=(60, 56, 52), width=2)
-        for y in range(90, 190, 34):
-            draw.ellipse([132, y, 140, y + 8], fill=(60, 56, 52))
-        draw.polygon([(104, 40), (128, 90), (152, 40)], fill=(236, 233, 228))  # open neckline
-    if variant.garment == "t-shirt":
-        draw.ellipse([108, 38, 148, 62], fill=(236, 233, 228))
-    return canvas
+    return render(record, seed=seed, size=SIZE)
 
 
 def is_built_sample(folder: Path) -> bool:
@@ -262,31 +196,43 @@ def build_sample(root: Path, *, force: bool = False) -> Path:
 
 
 def _build_into(root: Path) -> Path:
-    store = create_project(root, SAMPLE_NAME, profile="demo", created=CREATED)
+    from ..atelier.captions import full_caption
+    from ..models import ATELIER_LIMITS
+    from ..settings import EngineSettings
+
+    # the Atelier's models make 64 px images in its steps: the sample's dialogues ask for that
+    settings = EngineSettings(
+        width=ATELIER_LIMITS["width"], height=ATELIER_LIMITS["height"], steps=ATELIER_LIMITS["steps"]
+    )
+    store = create_project(root, SAMPLE_NAME, profile=PROFILE, settings=settings, created=CREATED)
     with store:
         records: list[object] = []
         first_task = ""
-        for i, (left, right) in enumerate(PAIRS, start=1):
+        for i, (left, right) in enumerate(pairs(), start=1):
             images = []
             for side, variant in (("a", left), ("b", right)):
+                seed = 1000 + i * 10 + (side == "b")
                 rec = ImageRecord(
                     id=f"s{i:02d}{side}",
-                    prompt=variant.prompt,
-                    seed=1000 + i * 10 + (side == "b"),
+                    prompt=full_caption(variant, seed=None),
+                    seed=seed,
                     round=0,
                     model=MODEL,
                     origin="generated",
-                    name=f"{variant.colour} {variant.garment}",
+                    name=f"{variant.color} {variant.garment}",
                     created=CREATED,
                 )
-                images.append(store.add_image(draw_garment(variant), rec))
+                images.append(store.add_image(draw_garment(variant, seed), rec))
             task = Task(
                 id=f"sample-{i:02d}",
-                name=f"{left.garment}: {left.colour} or {right.colour}",
+                name=f"{left.garment}: {left.color} or {right.color}",
                 images=[images[0].id, images[1].id],
                 source="sample",
                 category=left.garment,
-                details={"prompts": [left.prompt, right.prompt]},
+                details={
+                    "prompts": [images[0].prompt, images[1].prompt],
+                    "records": [left.as_dict(), right.as_dict()],
+                },
                 created=CREATED,
                 updated=CREATED,
             )

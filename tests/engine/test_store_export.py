@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tdri_engine.atelier.captions import full_caption
+from tdri_engine.atelier.world import Record as AtelierRecord
+from tdri_engine.atelier.world import render
 from tdri_engine.errors import TdriError
 from tdri_engine.records import Annotation, Choice, ImageRecord, Task
 from tdri_engine.store import annotations_jsonl, open_project, pair_html, read_provenance
@@ -171,7 +174,16 @@ def test_sample_project_is_deterministic_and_opens_onto_annotated_pairs(tmp_path
             image = store.load_image(record)
             assert image.size == (256, 256)
             assert read_provenance(store.image_path(record))["prompt"] == record.prompt
-            assert "flat lay" in record.prompt and record.seed is not None
+            assert record.seed is not None
+        for task in tasks:  # each picture is the renderer's, its prompt the record's caption
+            for image_id, data in zip(task.images, task.details["records"], strict=True):
+                record = store.get(ImageRecord, image_id)
+                truth = AtelierRecord.from_dict(data)
+                assert record.prompt == full_caption(truth, seed=None)
+                assert np.array_equal(
+                    np.asarray(store.load_image(record)),
+                    np.asarray(render(truth, seed=record.seed, size=256)),
+                )
 
 
 def _committed_files(folder: Path) -> dict[str, bytes]:
