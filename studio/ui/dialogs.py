@@ -43,8 +43,11 @@ class NewProjectDialog(QDialog):
         self.profile_combo.setAccessibleName("Model profile")
         from tdri_engine import models
 
+        notes = {"demo": "  (tiny random models)", models.ATELIER: "  (trained on the Atelier, shipped)"}
         for n in models.list_profiles():
-            self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
+            self.profile_combo.addItem(n + notes.get(n, ""), n)
+        # a new project starts on the shipped Atelier models; real weights are a choice away here
+        self.profile_combo.setCurrentIndex(max(0, self.profile_combo.findData(models.LOCAL_DEFAULT_PROFILE)))
         form.addRow("Models:", self.profile_combo)
         where = PlainLabel(f"Saved in {root}")
         where.setWordWrap(True)

@@ -49,6 +49,7 @@ from studio.workers.tasks import Tasks
 from tdri_engine import paths
 from tdri_engine.errors import ProjectError, TdriError
 from tdri_engine.events import Error
+from tdri_engine.models import LOCAL_DEFAULT_PROFILE
 
 if TYPE_CHECKING:
     from tdri_engine.models import RoleStatus
@@ -381,7 +382,8 @@ class MainWindow(QMainWindow):
                 if store is not None:
                     return store
         # Nothing to open: make a first project so the studio is usable right away.
-        return await self.create_project("My first project", tag_set="fashion", profile="demo")
+        # on the Atelier's trained models (shipped, installed on first use): real garments, offline
+        return await self.create_project("My first project", tag_set="fashion", profile=LOCAL_DEFAULT_PROFILE)
 
     async def open_project(self, path: str | Path, *, quiet: bool = False) -> Any:
         from tdri_engine.store import open_project
