@@ -4,97 +4,100 @@ The per-aspect captions answer the Reflector's instructions (``resources/templat
 vlm_aspects.json``) the way a good captioner would: Content names the garment, Color the colour,
 Size length / fit / sleeves, Style how it is shown, Background the setting, Perspective the
 viewpoint, Others the pattern and accessory. Words are chosen from the prompt parser's keyword
-lists (``keywords.json``: "beach", "front view", "knee-length", "striped" …) so the structured
+lists (``keywords.json``: "beach", "front view", "knee-length", "stripes" …) so the structured
 summarizer and the Reflector place them in the right aspect.
 
-Each value has several phrasings (``PHRASES``; the first is canonical) and each caption several
+Each value has a few phrasings (``PHRASES``; the first is canonical) and each caption a few
 templates; which ones a caption uses is drawn from ``random.Random(seed)``, so the same
-(record, seed) gives the same text. Every phrasing of a value contains one of its ``NAMES``
-(the words a reader, or a test, looks for).
+(record, seed) gives the same text. Every phrasing of a value contains its ``NAMES`` entry as a
+whole word (not joined by a hyphen: "red-coloured" or "handbag" would hide the value from a
+whole-word reader), and a caption names every value once (``mentions`` reads them back).
+
+Grammar of the full caption (English adjective order, where the paper is silent): length, fit,
+colour, garment ("a short loose red dress"); "plain" goes before the colour as English puts it
+("a plain red dress"), "sleeveless" just before the garment; sleeves with a length, a pattern and
+the accessory follow in one "with" list ("with long sleeves, stripes and a belt"). Style, place
+and view follow as tags ("flat lay, in a studio, front view") or in a sentence ("a front view of
+…, laid out as a flat lay in a studio"). No phrasing puts the garment somewhere the place
+contradicts (no wardrobe in a forest).
 """
 
 from __future__ import annotations
 
 import random
+import re
 
 from ..settings import ASPECTS
-from .world import ASPECT_FIELDS, Record
+from .world import ASPECT_FIELDS, FIELDS, Record
+
+_SHADE = {
+    "red": "bright",
+    "orange": "bright",
+    "yellow": "bright",
+    "green": "bright",
+    "blue": "bright",
+    "navy": "deep",
+    "purple": "deep",
+    "pink": "bright",
+    "white": "bright",
+    "black": "deep",
+    "brown": "deep",
+    "grey": "soft",
+    "teal": "deep",  # the NOVEL colour (world.NOVEL): captions exist for a fine-tuning folder
+}
 
 # value -> phrasings; the first is canonical (zero-shot prompts and prompts for the generator)
 PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     "garment": {
-        "t-shirt": ("t-shirt", "basic t-shirt", "t-shirt top"),
+        "t-shirt": ("t-shirt", "crew-neck t-shirt", "basic t-shirt"),
         "shirt": ("shirt", "collared shirt", "button-up shirt"),
-        "hoodie": ("hoodie", "pullover hoodie", "hoodie top"),
-        "dress": ("dress", "frock dress", "one-piece dress"),
-        "coat": ("coat", "overcoat", "wool coat"),
-        "jumpsuit": ("jumpsuit", "one-piece jumpsuit", "jumpsuit outfit"),
-        "skirt": ("skirt", "a-line skirt", "flared skirt"),
-        "trousers": ("trousers", "tailored trousers", "pair of trousers"),
+        "hoodie": ("hoodie", "pullover hoodie"),
+        "dress": ("dress", "one-piece dress", "day dress"),
+        "coat": ("coat", "buttoned coat", "winter coat"),
+        "jumpsuit": ("jumpsuit", "one-piece jumpsuit"),
+        "skirt": ("skirt", "flared skirt"),
+        "trousers": ("trousers", "tailored trousers"),
     },
-    "color": {
-        c: (c, f"{c} coloured", f"bright {c}" if c not in ("white", "black", "grey") else f"plain {c}")
-        for c in (
-            "red",
-            "orange",
-            "yellow",
-            "green",
-            "blue",
-            "navy",
-            "purple",
-            "pink",
-            "white",
-            "black",
-            "brown",
-            "grey",
-        )
-    },  # fmt: skip
-    "length": {
-        "short": ("short", "short length", "mini length short"),
-        "knee-length": ("knee-length", "knee-length cut", "midi knee-length"),
-        "long": ("long", "full-length long", "long length"),
-    },
-    "fit": {
-        "fitted": ("fitted", "slim fitted", "fitted cut"),
-        "loose": ("loose", "loose fit", "wide loose"),
-    },
+    "color": {c: (c, f"{shade} {c}") for c, shade in _SHADE.items()},
+    "length": {"short": ("short",), "knee-length": ("knee-length",), "long": ("long",)},
+    "fit": {"fitted": ("fitted",), "loose": ("loose",)},
     "sleeves": {
-        "sleeveless": ("sleeveless", "without sleeves, sleeveless", "sleeveless cut"),
-        "short sleeves": ("short sleeves", "with short sleeves", "short-sleeved, short sleeves"),
-        "long sleeves": ("long sleeves", "with long sleeves", "long-sleeved, long sleeves"),
+        "sleeveless": ("sleeveless",),
+        "short sleeves": ("short sleeves",),
+        "long sleeves": ("long sleeves",),
     },
     "style": {
-        "flat lay": ("flat lay", "flat lay photo", "laid flat, flat lay"),
-        "line sketch": ("line sketch", "pencil line sketch", "sketch drawing, line sketch"),
+        "flat lay": ("flat lay", "a flat lay", "laid out as a flat lay"),
+        "line sketch": ("line sketch", "a line sketch", "drawn as a line sketch"),
         "on a mannequin": ("on a mannequin", "worn on a mannequin", "displayed on a mannequin"),
-        "on a hanger": ("on a hanger", "hanging on a hanger", "on a hanger in a wardrobe"),
+        "on a hanger": ("on a hanger", "hanging on a hanger"),
     },
     "background": {
-        "studio": ("studio", "plain studio backdrop", "photo studio"),
-        "beach": ("beach", "sandy beach by the sea", "beach"),
+        "studio": ("studio", "photo studio"),
+        "beach": ("beach", "sandy beach"),
         "street": ("street", "city street", "brick street"),
-        "garden": ("garden", "flower garden", "green garden"),
+        "garden": ("garden", "flower garden"),
         "runway": ("runway", "fashion runway", "catwalk runway"),
         "forest": ("forest", "pine forest", "dark forest"),
     },
     "perspective": {
-        "front view": ("front view", "seen from the front, front view", "front view shot"),
-        "back view": ("back view", "seen from behind, back view", "back view shot"),
-        "side view": ("side view", "seen from the side, side view", "side view shot"),
-        "close-up": ("close-up", "close-up shot", "detail close-up"),
-        "full body": ("full body", "full body shot", "wide full body view"),
+        "front view": ("front view", "a front view"),
+        "back view": ("back view", "a back view"),
+        "side view": ("side view", "a side view"),
+        "close-up": ("close-up", "a close-up"),
+        "full body": ("full body", "full body shot", "full body view"),
     },
     "pattern": {
-        "plain": ("plain", "solid plain", "plain, no pattern"),
-        "stripes": ("stripes", "striped, with stripes", "horizontal stripes"),
-        "dots": ("dots", "polka dots", "dotted, polka dots"),
-        "checks": ("checks", "checked, checks", "gingham checks"),
+        "plain": ("plain",),
+        "stripes": ("stripes", "horizontal stripes"),
+        "dots": ("dots", "polka dots"),
+        "checks": ("checks", "gingham checks"),
     },
     "accessory": {
-        "none": ("no accessories", "no accessory", "without accessories, no accessories"),
-        "belt": ("a belt", "with a belt", "a leather belt"),
-        "bag": ("a bag", "with a bag", "a handbag, a bag"),
-        "hat": ("a hat", "with a hat", "a dark hat"),
+        "none": ("no accessories", "no accessory"),
+        "belt": ("a belt", "a leather belt"),
+        "bag": ("a bag", "a shoulder bag"),
+        "hat": ("a hat", "a dark hat"),
     },
 }
 # words that must appear for a caption to name a value (the canonical phrase, lower case)
@@ -102,12 +105,26 @@ NAMES: dict[str, dict[str, str]] = {f: {v: p[0] for v, p in vals.items()} for f,
 NAMES["accessory"] = {"none": "no accessor", "belt": "belt", "bag": "bag", "hat": "hat"}
 
 _SETTING = {  # background as a place phrase
-    "studio": ("in a studio", "against a plain studio backdrop", "in a photo studio"),
-    "beach": ("on a beach", "on a sandy beach by the sea", "at the beach"),
+    "studio": ("in a studio", "in a photo studio", "against a studio backdrop"),
+    "beach": ("on a beach", "on a sandy beach", "at the beach"),
     "street": ("in a city street", "on a brick street", "in the street"),
-    "garden": ("in a garden", "in a flower garden", "in a green garden"),
-    "runway": ("on a runway", "on a fashion runway", "on the catwalk runway"),
+    "garden": ("in a garden", "in a flower garden", "in a rose garden"),
+    "runway": ("on a runway", "on a fashion runway", "on a catwalk runway"),
     "forest": ("in a forest", "in a pine forest", "in a dark forest"),
+}
+# style and perspective inside a sentence ("…, laid out as a flat lay in a studio")
+_STYLE_IN_SENTENCE = {
+    "flat lay": ("laid out as a flat lay", "shown as a flat lay"),
+    "line sketch": ("drawn as a line sketch",),
+    "on a mannequin": ("on a mannequin", "worn on a mannequin", "displayed on a mannequin"),
+    "on a hanger": ("on a hanger", "hanging on a hanger"),
+}
+_VIEW_OF = {  # "a front view of <subject>"
+    "front view": "a front view of",
+    "back view": "a back view of",
+    "side view": "a side view of",
+    "close-up": "a close-up of",
+    "full body": "a full body view of",
 }
 
 
@@ -119,6 +136,17 @@ def phrase(field: str, value: str | None, rng: random.Random | None = None) -> s
     return options[0] if rng is None else rng.choice(options)
 
 
+def article(word: str) -> str:
+    """ "a" or "an" before ``word`` (by its first sound: "an orange", "a one-piece")."""
+    w = word.lower()
+    return "an" if w[:1] in "aeiou" and not w.startswith(("one", "uni", "eu")) else "a"
+
+
+def join_and(items: list[str]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _size_words(record: Record, rng: random.Random | None) -> list[str]:
     words = [phrase("length", record.length, rng), phrase("fit", record.fit, rng)]
     if record.sleeves is not None:
@@ -126,35 +154,49 @@ def _size_words(record: Record, rng: random.Random | None) -> list[str]:
     return words
 
 
-def _others_words(record: Record, rng: random.Random | None) -> list[str]:
-    return [phrase("pattern", record.pattern, rng), phrase("accessory", record.accessory, rng)]
-
-
 def aspect_caption(record: Record, aspect: str, seed: int | None = 0) -> str:
-    """The answer to the Reflector's instruction for ``aspect``; canonical with ``seed=None``."""
+    """The answer to the Reflector's instruction for ``aspect``; canonical with ``seed=None``
+    (one wording per value: "a dress", "red", "short, loose, long sleeves", "flat lay",
+    "beach", "front view", "stripes, a belt")."""
     rng = None if seed is None else random.Random(f"{aspect}:{seed}")
-    pick = (lambda xs: xs[0]) if rng is None else rng.choice
+
+    def pick(options: tuple[str, ...]) -> str:
+        return options[0] if rng is None else rng.choice(options)
+
     if aspect == "Content":
         g = phrase("garment", record.garment, rng)
-        return pick((f"a {g}", f"a {g}", f"the {g}"))
+        if record.garment == "trousers":
+            return pick((f"a pair of {g}", g, f"the {g}"))
+        return pick((f"{article(g)} {g}", f"the {g}", f"it is {article(g)} {g}"))
     if aspect == "Color":
         c = phrase("color", record.color, rng)
-        return pick((c, f"mostly {c}", f"{c} garment"))
+        return pick((c, f"mostly {c}", f"{article(c)} {c} garment"))
     if aspect == "Size":
-        return ", ".join(_size_words(record, rng))
+        length, fit = phrase("length", record.length, rng), phrase("fit", record.fit, rng)
+        s = phrase("sleeves", record.sleeves, rng)
+        tail = "" if not s else (", sleeveless" if record.sleeves == "sleeveless" else f", with {s}")
+        return pick(
+            (
+                ", ".join(w for w in (length, fit, s) if w),
+                f"{length} and {fit}{tail}",
+                f"{article(length)} {length}, {fit} cut{tail}",
+                (length if record.length == "knee-length" else f"{length} length")
+                + f", {fit} fit"
+                + (f", {s}" if s else ""),
+            )
+        )
     if aspect == "Style":
         return phrase("style", record.style, rng)
     if aspect == "Background":
-        return (
-            phrase("background", record.background, rng)
-            if rng is None
-            else rng.choice((phrase("background", record.background, rng), pick(_SETTING[record.background])))
-        )
+        return pick((phrase("background", record.background, rng), pick(_SETTING[record.background])))
     if aspect == "Perspective":
         return phrase("perspective", record.perspective, rng)
     if aspect == "Others":
-        words = _others_words(record, rng)
-        return ", ".join(words) if rng is None else pick((", ".join(words), " and ".join(words)))
+        p, a = phrase("pattern", record.pattern, rng), phrase("accessory", record.accessory, rng)
+        options = [f"{p}, {a}", f"{p}, with {a}"]
+        if record.pattern != "plain":
+            options.append(f"{p} and {a}")
+        return pick(tuple(options))
     raise KeyError(aspect)
 
 
@@ -163,58 +205,134 @@ def aspect_captions(record: Record, seed: int | None = 0) -> dict[str, str]:
     return {a: aspect_caption(record, a, seed) for a in ASPECTS}
 
 
-def full_caption(record: Record, seed: int | None = 0) -> str:
-    """A full description naming every field; wording and order drawn from ``seed``.
+def subject(record: Record, rng: random.Random | None = None) -> str:
+    """The garment with its adjectives and its "with" list: "a short loose red dress with short
+    sleeves, stripes and a belt" (see the module docstring for the order)."""
+    g = phrase("garment", record.garment, rng)
+    before = [phrase("length", record.length, rng), phrase("fit", record.fit, rng)]
+    if record.pattern == "plain":
+        before.append(phrase("pattern", "plain", rng))
+    before.append(phrase("color", record.color, rng))
+    if record.sleeves == "sleeveless":
+        before.append(phrase("sleeves", "sleeveless", rng))
+    words = " ".join(before + [g])
+    if record.garment == "trousers":
+        head = f"a pair of {words}" if rng is None or rng.random() < 0.5 else words
+    else:
+        head = f"{article(words)} {words}"
+    after = []
+    if record.sleeves is not None and record.sleeves != "sleeveless":
+        after.append(phrase("sleeves", record.sleeves, rng))
+    if record.pattern != "plain":
+        after.append(phrase("pattern", record.pattern, rng))
+    after.append(phrase("accessory", record.accessory, rng))
+    return f"{head} with {join_and(after)}"
 
-    Canonical (``seed=None``): "a red striped loose knee-length dress with short sleeves and a
-    belt, flat lay, on a beach, front view" — short enough for CLIP's 77 tokens.
+
+def full_caption(record: Record, seed: int | None = 0) -> str:
+    """A full description naming every field once; wording and order drawn from ``seed``.
+
+    Canonical (``seed=None``): "a knee-length loose red dress with short sleeves, stripes and a
+    belt, flat lay, in a studio, front view" — short enough for CLIP's 77 tokens.
     """
     rng = None if seed is None else random.Random(f"full:{seed}")
-    c = phrase("color", record.color, rng)
-    g = phrase("garment", record.garment, rng)
-    size = _size_words(record, rng)
-    sleeves = size[2] if len(size) > 2 else ""
-    length_fit = " ".join(size[:2])
-    pattern = "" if record.pattern == "plain" else phrase("pattern", record.pattern, rng)
-    extras = [
-        s
-        for s in (
-            sleeves,
-            pattern,
-            "" if record.accessory == "none" else phrase("accessory", record.accessory, rng),
-        )
-        if s
-    ]
+    subj = subject(record, rng)
     style = phrase("style", record.style, rng)
     place = _SETTING[record.background][0] if rng is None else rng.choice(_SETTING[record.background])
     view = phrase("perspective", record.perspective, rng)
-    subject = f"a {c} {length_fit} {g}" + (f" with {', '.join(extras)}" if extras else "")
-    if record.pattern == "plain":
-        subject += ", plain"
-    if record.accessory == "none":
-        subject += ", no accessories"
     if rng is None:
-        return f"{subject}, {style}, {place}, {view}"
-    parts = [style, place, view]
-    rng.shuffle(parts)
-    template = rng.choice(("{s}, {p}", "{s}; {p}", "photo of {s}, {p}", "fashion picture: {s}, {p}"))
-    return template.format(s=subject, p=", ".join(parts))
+        return f"{subj}, {style}, {place}, {view}"
+    # as a sentence, "a flat lay" needs its verb ("laid out as a flat lay")
+    shown = rng.choice(_STYLE_IN_SENTENCE[record.style])
+    view_tag = view[2:] if view.startswith("a ") else view
+    form = rng.randrange(4)
+    if form == 0:  # tags in any order
+        parts = [style.removeprefix("a "), place, view_tag]
+        rng.shuffle(parts)
+        return f"{subj}, {', '.join(parts)}"
+    if form == 1:
+        return f"{subj}, {shown} {place}, {view_tag}"
+    if form == 2:
+        return f"{_VIEW_OF[record.perspective]} {subj}, {shown} {place}"
+    return f"a picture of {subj}, {shown} {place}, {view_tag}"
+
+
+# --------------------------------------------------------------------------------------------
+# reading values back
+# --------------------------------------------------------------------------------------------
+
+# per field and value, the pattern that names it in a caption (whole words; "short" and "long"
+# in "short sleeves" / "long sleeves" are sleeves, not a length)
+_NOT_SLEEVES = r"(?![ -]sleeve)"
+_MENTION: dict[str, dict[str, str]] = {
+    "garment": {g: rf"(?<![\w-]){re.escape(g)}(?![\w-])" for g in PHRASES["garment"]},
+    "color": {c: rf"(?<![\w-]){c}(?![\w-])" for c in PHRASES["color"]},
+    "length": {
+        "short": rf"(?<![\w-])short(?![\w-]){_NOT_SLEEVES}",
+        "knee-length": r"(?<![\w-])knee-length(?![\w-])",
+        "long": rf"(?<![\w-])long(?![\w-]){_NOT_SLEEVES}",
+    },
+    "fit": {"fitted": r"(?<![\w-])fitted(?![\w-])", "loose": r"(?<![\w-])loose(?![\w-])"},
+    "sleeves": {
+        "sleeveless": r"(?<![\w-])sleeveless(?![\w-])",
+        "short sleeves": r"(?<![\w-])short sleeves(?![\w-])",
+        "long sleeves": r"(?<![\w-])long sleeves(?![\w-])",
+    },
+    "style": {
+        "flat lay": r"(?<![\w-])flat lay(?![\w-])",
+        "line sketch": r"(?<![\w-])line sketch(?![\w-])",
+        "on a mannequin": r"(?<![\w-])mannequin(?![\w-])",
+        "on a hanger": r"(?<![\w-])hanger(?![\w-])",
+    },
+    "background": {b: rf"(?<![\w-]){b}(?![\w-])" for b in PHRASES["background"]},
+    "perspective": {v: rf"(?<![\w-]){re.escape(v)}(?![\w-])" for v in PHRASES["perspective"]},
+    "pattern": {
+        "plain": r"(?<![\w-])plain(?![\w-])",
+        "stripes": r"(?<![\w-])stripes(?![\w-])",
+        "dots": r"(?<![\w-])dots(?![\w-])",
+        "checks": r"(?<![\w-])checks(?![\w-])",
+    },
+    "accessory": {
+        "none": r"(?<![\w-])no accessor(?:y|ies)(?![\w-])",
+        "belt": r"(?<![\w-])belt(?![\w-])",
+        "bag": r"(?<![\w-])bag(?![\w-])",
+        "hat": r"(?<![\w-])hat(?![\w-])",
+    },
+}
+_MENTION_RX = {f: {v: re.compile(rx) for v, rx in vals.items()} for f, vals in _MENTION.items()}
+
+
+def mentions(text: str) -> dict[str, dict[str, int]]:
+    """How often ``text`` names each value, per field (values named 0 times left out): the
+    reader the caption tests use ("a red dress with short sleeves" names red, dress and short
+    sleeves once, and no length)."""
+    low = text.lower()
+    out: dict[str, dict[str, int]] = {}
+    for f in FIELDS:
+        counts = {v: len(rx.findall(low)) for v, rx in _MENTION_RX[f].items()}
+        out[f] = {v: n for v, n in counts.items() if n}
+    return out
 
 
 def value_prompt(field: str, value: str) -> str:
-    """The zero-shot text for one field value (what CLIP is asked to match)."""
+    """The zero-shot text for one field value (what CLIP is asked to match): "a t-shirt", "a
+    pair of trousers", "an orange garment", "a sleeveless garment", "a garment with short
+    sleeves", "flat lay", "in a studio", "front view", "a garment with stripes", "with a belt"."""
     name = NAMES[field][value]
     if field == "background":
         return _SETTING[value][0]
     if field == "garment":
-        return "a pair of trousers" if value == "trousers" else f"a {name}"
-    if field in ("color", "length", "fit"):
-        return f"{name} garment"
-    if field == "sleeves":
-        return f"garment with {name}"
+        return "a pair of trousers" if value == "trousers" else f"{article(name)} {name}"
+    if field in ("color", "length", "fit") or (field, value) in (
+        ("sleeves", "sleeveless"),
+        ("pattern", "plain"),
+    ):
+        return f"{article(name)} {name} garment"
+    if field in ("sleeves", "pattern"):
+        return f"a garment with {name}"
     if field == "accessory":
-        return PHRASES["accessory"][value][1] if value != "none" else PHRASES["accessory"][value][0]
-    return name  # style, perspective, pattern
+        return "no accessories" if value == "none" else f"with {PHRASES['accessory'][value][0]}"
+    return name  # style, perspective
 
 
 def field_of_aspect(aspect: str) -> tuple[str, ...]:

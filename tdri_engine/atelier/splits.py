@@ -16,7 +16,11 @@ jitter repeats.
 A third split, ``world``, draws from every combination (seeds from 2 x 10^9). Only the judge
 trains on it: a measuring instrument must not be biased against the combinations it will
 measure (a judge trained without them learns "a skirt is never in a street" and reads a
-held-out skirt as trousers), and its held-out figures are still on renderings it never saw. Everything is a function of (split, index, seed): ``sample(n)`` is a prefix of
+held-out skirt as trousers), and its held-out figures are still on renderings it never saw. It
+also draws the NOVEL colour (``world.NOVEL``, 1 record in 13), which no other split holds.
+
+``novel`` (seeds from 3 x 10^9) holds only records with the NOVEL value: the judge's figure on
+it, and the captioned pictures a fine-tuning demonstration starts from. Everything is a function of (split, index, seed): ``sample(n)`` is a prefix of
 ``sample(n + k)``, which makes a resumed training run see the same data.
 """
 
@@ -26,11 +30,12 @@ import random
 from dataclasses import dataclass
 
 from ..errors import BadInput
-from .world import BACKGROUNDS, COLORS, GARMENTS, Record, random_record
+from .world import BACKGROUNDS, COLORS, GARMENTS, Record, novel_record, random_record
 
-SPLITS = ("train", "heldout", "world")
+SPLITS = ("train", "heldout", "world", "novel")
 HELDOUT_SEED_BASE = 1_000_000_000
 WORLD_SEED_BASE = 2_000_000_000
+NOVEL_SEED_BASE = 3_000_000_000
 
 _COLORS = tuple(COLORS)
 HELDOUT_PAIRS: dict[tuple[str, str], frozenset[tuple[str, str]]] = {
@@ -77,7 +82,9 @@ def sample_one(split: str, index: int, seed: int = 0) -> Sample:
                 break
         return Sample(record, seed * 10_000_019 + index)
     if split == "world":
-        return Sample(random_record(rng), WORLD_SEED_BASE + seed * 10_000_019 + index)
+        return Sample(random_record(rng, novel=True), WORLD_SEED_BASE + seed * 10_000_019 + index)
+    if split == "novel":
+        return Sample(novel_record(rng), NOVEL_SEED_BASE + seed * 10_000_019 + index)
     record = random_record(rng)
     family = rng.choice(sorted(HELDOUT_PAIRS))
     a, b = rng.choice(sorted(HELDOUT_PAIRS[family]))

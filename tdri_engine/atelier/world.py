@@ -62,6 +62,14 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "brown": (125, 72, 30),
     "grey": (135, 135, 135),
 }
+# The NOVEL value (issue 16's fine-tuning demonstration): a colour that the CLIP, the generator
+# and the VLM never see in training (``random_record`` never draws it, the train / held-out
+# splits never contain it), while the judge, a measuring instrument, is trained to read it (its
+# ``world`` split draws it). Teal is far from all twelve in RGB (nearest: blue and green, about
+# 95 levels), so a small generator can learn it from a handful of captioned pictures.
+NOVEL: dict[str, str] = {"color": "teal"}
+NOVEL_COLORS: dict[str, tuple[int, int, int]] = {"teal": (0, 155, 150)}
+ALL_COLORS: dict[str, tuple[int, int, int]] = COLORS | NOVEL_COLORS
 LENGTHS: tuple[str, ...] = ("short", "knee-length", "long")
 FITS: tuple[str, ...] = ("fitted", "loose")
 SLEEVES: tuple[str, ...] = ("sleeveless", "short sleeves", "long sleeves")
@@ -94,6 +102,12 @@ VOCAB: dict[str, tuple[str, ...]] = {
     "perspective": PERSPECTIVES,
     "pattern": PATTERNS,
     "accessory": ACCESSORIES,
+}
+# VOCAB is the *trained* world's vocabulary (zero-shot prompts, CLIP / generator / VLM data): it
+# leaves the NOVEL value out. ALL_VOCAB appends it (same indices for every other value): records
+# may hold it, the judge reads it, and labels (``data.labels_of``) index into ALL_VOCAB.
+ALL_VOCAB: dict[str, tuple[str, ...]] = {
+    f: values + ((NOVEL[f],) if f in NOVEL else ()) for f, values in VOCAB.items()
 }
 # the paper's aspects (settings.ASPECTS order) and the record fields that make each one up
 ASPECT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -135,8 +149,8 @@ class Record:
                         "Leave sleeves as None for skirts and trousers.",
                     )
                 continue
-            if value not in VOCAB[f]:
-                raise BadInput(f"Unknown {f} {value!r}.", f"Use one of: {', '.join(VOCAB[f])}.")
+            if value not in ALL_VOCAB[f]:
+                raise BadInput(f"Unknown {f} {value!r}.", f"Use one of: {', '.join(ALL_VOCAB[f])}.")
 
     @property
     def worn(self) -> bool:
@@ -166,18 +180,26 @@ class Record:
         return {f: getattr(self, f) for f in ASPECT_FIELDS[aspect]}
 
 
-def random_record(rng: random.Random) -> Record:
-    """A uniformly drawn record (each field independent)."""
-    values: dict[str, Any] = {f: rng.choice(VOCAB[f]) for f in FIELDS}
+def random_record(rng: random.Random, novel: bool = False) -> Record:
+    """A uniformly drawn record (each field independent) over ``VOCAB``, or over ``ALL_VOCAB``
+    (the NOVEL value included) with ``novel=True``."""
+    vocab = ALL_VOCAB if novel else VOCAB
+    values: dict[str, Any] = {f: rng.choice(vocab[f]) for f in FIELDS}
     if values["garment"] not in SLEEVED:
         values["sleeves"] = None
     return Record(**values)
 
 
-def iter_records(seed: int) -> Iterator[Record]:
+def novel_record(rng: random.Random) -> Record:
+    """A uniformly drawn record that holds the NOVEL value(s) (for a fine-tuning folder)."""
+    return random_record(rng).replace(**NOVEL)
+
+
+def iter_records(seed: int, novel: bool = False) -> Iterator[Record]:
+    """Uniform records from ``seed``; without the NOVEL value unless ``novel``."""
     rng = random.Random(seed)
     while True:
-        yield random_record(rng)
+        yield random_record(rng, novel)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,12 +456,15 @@ def garment_shapes(record: Record) -> list[Poly]:
         top = WAIST_Y if g == "jumpsuit" else 0.44
         out_w = 0.085 * f
         legs_w = 0.07 * f
-        polys.append([(-waist, top), (waist, top), (hip, 0.55), (-hip, 0.55)])
+        # the crotch sits 6 % of a body above a short hem, so shorts still show two legs (a
+        # crotch below the hem drew short trousers as a block, read as a short skirt)
+        crotch = min(0.55, hem - 0.06)
+        polys.append([(-waist, top), (waist, top), (hip, crotch), (-hip, crotch)])
         for sgn in (-1, 1):
             polys.append(
                 [
-                    (sgn * 0.004, 0.55),
-                    (sgn * hip, 0.50),
+                    (sgn * 0.004, crotch),
+                    (sgn * hip, min(0.50, crotch)),
                     (sgn * max(out_w, legs_w + 0.02), hem),
                     (sgn * 0.012, hem),
                 ]
@@ -544,7 +569,7 @@ def render(record: Record, seed: int = 0, size: int | tuple[int, int] = 64) -> I
     _background(draw, record.background, w, h, rng)
     P = lambda poly: [cam(x, y) for x, y in poly]  # noqa: E731
     L = cam.length
-    color = tuple(max(0, min(255, c + rng.randint(-8, 8))) for c in COLORS[record.color])
+    color = tuple(max(0, min(255, c + rng.randint(-8, 8))) for c in ALL_COLORS[record.color])
     edge_w = max(1, round(min(w, h) / 96))
 
     if record.perspective == "full body":  # ground shadow under the feet
@@ -641,6 +666,10 @@ def _draw_details(
     hem = hem_y(g, record.length)
     top = 0.44 if g in BOTTOMS else 0.16
     view = record.perspective
+    collar = (245, 245, 245) if _luma(color) < 200 else (120, 120, 120)
+    if g == "shirt" and view in ("back view", "side view"):  # the collar band shows from every side
+        a, b = cam(-0.06, 0.145), cam(0.06, 0.175)
+        draw.rectangle([min(a[0], b[0]), a[1], max(a[0], b[0]), b[1]], fill=collar)
     if view == "back view":
         end = min(hem, 0.55) if g not in BOTTOMS else hem
         draw.line([cam(0, top + 0.01), cam(0, end)], fill=dark, width=ew * 2)
@@ -666,7 +695,7 @@ def _draw_details(
     if g == "shirt":
         for sgn in (-1, 1):
             draw.polygon(
-                [cam(sgn * 0.04, 0.155), cam(sgn * 0.075, 0.16), cam(sgn * 0.01, 0.215)], fill=(245, 245, 245)
+                [cam(sgn * 0.04, 0.155), cam(sgn * 0.075, 0.16), cam(sgn * 0.01, 0.215)], fill=collar
             )
     if g == "coat":
         for sgn in (-1, 1):
