@@ -745,11 +745,10 @@ class AnnotationView(QWidget):
         self.panes[self.model.position_of(self.model.active_image)].view.setFocus()
 
     def _set_tab_order(self) -> None:
-        """Reading order: left image, left description, right image, right description, the
-        choices, then the side panel from the top (Help says so)."""
-        chain: list[QWidget] = []
-        for pane in self.panes:
-            chain += [pane.view, pane.description]
+        """As Help says: left image, right image, left description, right description, the
+        choices, then the side panel from the top, the task list last. From one description
+        Tab goes to the other (the images zoom together, so a description is the next stop)."""
+        chain: list[QWidget] = [p.view for p in self.panes] + [p.description for p in self.panes]
         chain += list(self.choice_buttons.values())
         chain += [self.sync_check, self.html_fold, self.copy_html_button]
         chain += [self.details_fold, self.prev_button, self.next_button, self.jump_spin, self.jump_button]

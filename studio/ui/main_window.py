@@ -167,6 +167,8 @@ class MainWindow(QMainWindow):
         self.demo_banner.setVisible(False)
         v.addWidget(self.demo_banner)
         self.message_bar = MessageBar()
+        # after the dialog has gone (its hiding deactivates the window on some platforms)
+        self.message_bar.history_closed.connect(lambda: QTimer.singleShot(0, self._back_to_work))
         v.addWidget(self.message_bar)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("viewTabs")
@@ -286,6 +288,11 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentWidget(view)  # currentChanged moves the focus
         else:
             self.focus_work()
+
+    def _back_to_work(self) -> None:
+        """A window of ours closed (the message history): the keys go to the work again."""
+        self.activateWindow()
+        self.focus_work()
 
     def focus_work(self) -> None:
         """Give the focus to the current view's preferred widget (its ``focus_work``)."""
@@ -515,6 +522,9 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.shown.emit)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if not self.refinement_view.confirm_quit():  # a round runs: the first Ctrl+Q says so
+            event.ignore()
+            return
         if not self.annotation_model.flush():
             answer = QMessageBox.warning(
                 self,
@@ -531,6 +541,7 @@ class MainWindow(QMainWindow):
             "refine" if self.tabs.currentWidget() is self.refinement_view else "annotate"
         )
         self._save_prefs()
+        self.refinement_model.save_draft()  # what was typed but not sent comes back next time
         self.bridge.shutdown()
         if self.store is not None:
             try:
@@ -542,5 +553,6 @@ class MainWindow(QMainWindow):
             if w is not None:
                 w.close()
         self.tasks.cancel_all()
+        self.annotation_view.tasks.cancel_all()  # image loads still on their way
         self._restore_error_hooks()
         super().closeEvent(event)

@@ -122,6 +122,7 @@ class MessageBar(QFrame):
     """The strip; ``messages`` lists the live messages, ``history`` all of them."""
 
     changed = Signal()
+    history_closed = Signal()  # the window puts the focus back on the work
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -261,6 +262,7 @@ class MessageBar(QFrame):
             v.addWidget(lst)
             buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dlg)
             buttons.rejected.connect(dlg.reject)
+            dlg.finished.connect(lambda _r: self.history_closed.emit())
             v.addWidget(buttons)
             self.history_dialog = dlg
         dlg = self.history_dialog
@@ -279,5 +281,6 @@ class MessageBar(QFrame):
         self.changed.emit()
         dlg.show()
         dlg.raise_()
+        dlg.activateWindow()  # the keys go to the list: arrows read, Esc closes
         lst.setFocus()
         return dlg
