@@ -6,6 +6,7 @@ Each group of subcommands lives beside the code it drives and registers itself h
 ``tdri_engine.bench.cli`` (bench generate, bench round: the engine against plain diffusers);
 ``tdri_engine.evaluation.cli`` (eval: the paper's protocol with simulated users, report and plots);
 ``tdri_engine.selftest`` (self-test: a round, a choice and a DPO step on the demo models);
+``tdri_engine.finetune.cli`` (finetune: a domain LoRA from a captioned folder, as a profile);
 the other benchmarks are scripts under ``tests/bench/`` (JSON out).
 Errors print their message and what to do, and exit non-zero; no traceback for expected failures.
 Every print of user text (names, prompts, tags, paths) goes through ``validation.terminal_safe``:
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     "tdri_engine.atelier.cli",
     "tdri_engine.evaluation.cli",
     "tdri_engine.selftest",
+    "tdri_engine.finetune.cli",
 )
 
 

@@ -34,6 +34,8 @@ from .models import _is_oom, model_name, out_of_memory
 CHUNK_TOKENS = 75  # CLIP's 77 positions minus the start and end tokens
 MAX_CHUNKS = 4  # past 300 tokens a prompt is truncated (with a warning): attention cost grows
 PREVIEW_EVERY_S = 0.25  # throttle for Preview events; the first step always gets one
+DOMAIN_ADAPTER = "tdri_domain"  # the model profile's domain LoRA (tdri finetune)
+PROJECT_ADAPTER = "tdri"  # the project's (or user's) DPO adapter, stacked on the domain LoRA
 
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 
@@ -450,6 +452,12 @@ class Generator:
         # wanted folder; it is loaded onto the ControlNet when a ControlNet mode runs.
         self.controlnet_adapter_dir: Path | None = None
         self._controlnet_adapter_loaded: Path | None = None
+        # The profile's domain LoRA (``tdri finetune``, models.DomainLora) under the project's
+        # DPO adapter: both active at once (diffusers ``set_adapters``) with their weights.
+        # Set ``domain_lora`` to switch it (None: the bare generator); loaded on the next image.
+        self.domain_lora: Any = getattr(getattr(registry, "profile", None), "domain_lora", None)
+        self.adapter_weight = 1.0  # the project adapter's weight beside the domain LoRA
+        self._domain_loaded: tuple[Path, float] | None = None
 
     # -- pipelines ---------------------------------------------------------------------------
 
@@ -514,10 +522,40 @@ class Generator:
             return
         base = self.base_pipeline()
         if self._adapter_dir is not None:
-            base.unload_lora_weights()
+            self._remove_lora(base, PROJECT_ADAPTER)
             self._adapter_dir = None
         if target is None:
+            self._apply_adapter_weights(base)
             return
+        try:
+            self._load_lora(base, target, PROJECT_ADAPTER)
+        except Exception as exc:
+            why = exc.message if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
+            raise AdapterError(
+                f"The LoRA adapter {target.name} could not be loaded ({why}).",
+                "Roll back to an earlier adapter version (`tdri adapters rollback`, or the studio's "
+                "adapter list), or train again.",
+            ) from exc
+        self._adapter_dir = target
+        self._apply_adapter_weights(base)
+
+    def _loaded_loras(self) -> list[str]:
+        return [
+            n for n, on in ((DOMAIN_ADAPTER, self._domain_loaded), (PROJECT_ADAPTER, self._adapter_dir)) if on
+        ]
+
+    def _remove_lora(self, base: Any, name: str) -> None:
+        """Take one named LoRA off the UNet, keeping the other; with none left, the LoRA layers
+        go too (``unload_lora_weights``), so the bare model is exactly the base again."""
+        if [n for n in self._loaded_loras() if n != name]:
+            if name in (getattr(base.unet, "peft_config", None) or {}):
+                base.delete_adapters(name)
+        else:
+            base.unload_lora_weights()
+
+    def _load_lora(self, base: Any, target: Path, name: str) -> None:
+        """Validate (safetensors only, shapes of this UNet) and load one LoRA folder as ``name``;
+        on failure nothing of it stays loaded and the exception propagates."""
         validate: Callable[[Path, Any], None] | None
         try:
             from .optimizer.adapters import WEIGHTS_NAME
@@ -528,20 +566,52 @@ class Generator:
             if validate is not None:
                 validate(target, getattr(base, "unet", None))
             base.load_lora_weights(
-                str(target), weight_name=WEIGHTS_NAME, use_safetensors=True, adapter_name="tdri"
+                str(target), weight_name=WEIGHTS_NAME, use_safetensors=True, adapter_name=name
             )
-        except Exception as exc:
+        except Exception:
             try:  # leave the model as it was: no half-loaded adapter
-                base.unload_lora_weights()
+                if name in (getattr(base.unet, "peft_config", None) or {}):
+                    self._remove_lora(base, name)
+                elif not self._loaded_loras():
+                    base.unload_lora_weights()
             except Exception:  # pragma: no cover - nothing more can be done
                 pass
-            why = exc.message if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
-            raise AdapterError(
-                f"The LoRA adapter {target.name} could not be loaded ({why}).",
-                "Roll back to an earlier adapter version (`tdri adapters rollback`, or the studio's "
-                "adapter list), or train again.",
-            ) from exc
-        self._adapter_dir = target
+            raise
+
+    def _apply_adapter_weights(self, base: Any) -> None:
+        """Activate the loaded LoRAs together with their weights (domain, then project).
+
+        Re-applied before every image: a DPO update switches the UNet's adapters while it trains
+        and gives them back at weight 1.
+        """
+        weights = {DOMAIN_ADAPTER: self._domain_loaded[1] if self._domain_loaded else 0.0}
+        weights[PROJECT_ADAPTER] = self.adapter_weight
+        names = self._loaded_loras()
+        if names:
+            base.set_adapters(names, adapter_weights=[weights[n] for n in names])
+
+    def sync_domain_lora(self) -> None:
+        """Load the wanted domain LoRA (``domain_lora``) when it changed; raises ``AdapterError``,
+        leaving the generator without one (the project adapter stays)."""
+        wanted = self.domain_lora
+        target = (Path(wanted.path).expanduser().resolve(), float(wanted.weight)) if wanted else None
+        if target == self._domain_loaded:
+            return
+        base = self.base_pipeline()
+        if self._domain_loaded is not None and (target is None or target[0] != self._domain_loaded[0]):
+            self._remove_lora(base, DOMAIN_ADAPTER)
+            self._domain_loaded = None
+        if target is not None and self._domain_loaded is None:
+            try:
+                self._load_lora(base, target[0], DOMAIN_ADAPTER)
+            except Exception as exc:
+                why = exc.message if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
+                raise AdapterError(
+                    f"The profile's domain LoRA {target[0]} could not be loaded ({why}).",
+                    "Fine-tune it again (`tdri finetune`), or choose another model profile in Settings.",
+                ) from exc
+        self._domain_loaded = target
+        self._apply_adapter_weights(base)
 
     @property
     def adapter_version(self) -> str | None:
@@ -631,12 +701,19 @@ class Generator:
         mode = self.mode_for(pose_map, init_image)
         adapter_notes: list[str] = []
         try:
+            self.sync_domain_lora()
+        except AdapterError as exc:
+            self.domain_lora = None  # made without it, and said so
+            adapter_notes.append(f"{exc.message} This image was generated without it. {exc.what_to_do}")
+        try:
             self.set_adapter(adapter_dir)
         except AdapterError as exc:
             # A broken adapter must not cost the round: the image is made without it, and the
             # warning (and the provenance's empty adapter) says exactly that.
             self.set_adapter(None)
             adapter_notes.append(f"{exc.message} This image was generated without it. {exc.what_to_do}")
+        if self._loaded_loras():
+            self._apply_adapter_weights(self.base_pipeline())
         pipe = self.pipeline(mode)
         if mode.startswith("controlnet"):
             try:

@@ -260,6 +260,42 @@ DEMO_THRESHOLDS = Thresholds(
 
 
 @dataclass(frozen=True)
+class DomainLora:
+    """A profile's domain LoRA: the generator fine-tuned on a house's own pictures (``tdri finetune``).
+
+    ``path`` is a diffusers LoRA folder (``pytorch_lora_weights.safetensors``); ``weight`` its
+    strength when a project's DPO adapter is stacked on it (diffusers ``set_adapters``, both
+    active at once); ``trigger_words`` the words its captions used, which prompts should carry
+    to call up what it learned (shown to people; never added to a prompt behind their back).
+    """
+
+    path: str
+    weight: float = 1.0
+    trigger_words: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "weight": self.weight, "trigger_words": list(self.trigger_words)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> DomainLora:
+        if isinstance(data, str):
+            data = {"path": data}
+        fix = (
+            'Write it as "domain_lora": {"path": "/folder/of/the/lora", "weight": 1.0, "trigger_words": []}.'
+        )
+        if not isinstance(data, dict):
+            raise BadInput(f"'domain_lora'{where} must be an object, not {_json_type(data)}.", fix)
+        path, weight, words = data.get("path"), data.get("weight", 1.0), data.get("trigger_words", [])
+        if not isinstance(path, str) or not path or len(path) > MAX_PROFILE_REF or "\0" in path:
+            raise BadInput(f"'domain_lora'{where} needs a 'path' (a LoRA folder).", fix)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 4:
+            raise BadInput(f"The 'weight' of 'domain_lora'{where} must be a number from 0 to 4.", fix)
+        if not isinstance(words, list) or not all(isinstance(w, str) and 0 < len(w) <= 100 for w in words):
+            raise BadInput(f"'trigger_words' of 'domain_lora'{where} must be a list of short texts.", fix)
+        return cls(path, float(weight), tuple(words))
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     name: str
     roles: dict[str, RoleSpec]
@@ -269,6 +305,9 @@ class ModelProfile:
     limits: dict[str, int] = field(default_factory=dict)
     # tau and the A&E threshold for these models (a custom profile without its own: sd15's estimate)
     thresholds: Thresholds = field(default_factory=lambda: ESTIMATED_THRESHOLDS["sd15"])
+    # the generator's domain LoRA (``tdri finetune``); a project's DPO adapter stacks on it
+    domain_lora: DomainLora | None = None
+    sample_image: str = ""  # a picture of what the profile makes (path), for people choosing one
 
     def spec(self, role: str) -> RoleSpec:
         try:
@@ -287,6 +326,8 @@ class ModelProfile:
             "roles": {r: s.to_dict() for r, s in self.roles.items()},
             **({"limits": dict(self.limits)} if self.limits else {}),
             "thresholds": self.thresholds.to_dict(),
+            **({"domain_lora": self.domain_lora.to_dict()} if self.domain_lora else {}),
+            **({"sample_image": self.sample_image} if self.sample_image else {}),
         }
 
 
@@ -543,6 +584,12 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
     limits.update(raw_limits)
     if data.get("thresholds") is not None:
         thresholds = Thresholds.from_dict(data["thresholds"], where)
+    domain = builtin_profiles()[base_name].domain_lora if base_name else None
+    if data.get("domain_lora") is not None:
+        domain = DomainLora.from_dict(data["domain_lora"], where)
+    sample = data.get("sample_image", "")
+    if not isinstance(sample, str) or len(sample) > MAX_PROFILE_REF:
+        raise BadInput(f"'sample_image'{where} must be a file path (text).", "Fix the profile JSON.")
     return ModelProfile(
         name or str(data.get("name") or "custom"),
         roles,
@@ -550,6 +597,8 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
         description=str(data.get("description", "")),
         limits=limits,
         thresholds=thresholds,
+        domain_lora=domain,
+        sample_image=sample,
     )
 
 

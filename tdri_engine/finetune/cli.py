@@ -1,0 +1,187 @@
+"""``tdri finetune``: a domain LoRA from a captioned folder, registered as a model profile.
+
+    tdri finetune --data DIR --base PROFILE_OR_FOLDER --out NAME [--steps N] [--rank R] ...
+
+The folder is checked first (``dataset.scan``: every problem named, nothing trains on a broken
+set unless ``--allow-problems``); the run lives in ``<TDRI_HOME>/finetunes/NAME`` (``--dir``),
+the same command after a kill or Ctrl-C continues from the last checkpoint; at the end the
+profile ``NAME`` is written (``profiles.register_profile``). Under ``accelerate launch -m
+tdri_engine.finetune ...`` the same options run on every process. Imports nothing heavy at
+parse time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", required=True, type=Path, help="folder of images + captions (.txt or metadata.jsonl)"
+    )
+    p.add_argument(
+        "--base", required=True, help="model profile (demo, atelier, sd15 ...) or a diffusers folder"
+    )
+    p.add_argument("--out", required=True, help="name of the profile to write (and of the run folder)")
+    p.add_argument("--dir", type=Path, default=None, help="run folder (default: <TDRI_HOME>/finetunes/NAME)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--resolution", type=int, default=None, help="training size (default: the UNet's own)")
+    p.add_argument(
+        "--crop", choices=("center", "bucket"), default="center", help="square centre crop or aspect buckets"
+    )
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--validation-prompt", default="", help="rendered every --validation-every steps")
+    p.add_argument("--validation-every", type=int, default=0)
+    p.add_argument("--validation-steps", type=int, default=20, help="denoising steps of a validation image")
+    p.add_argument(
+        "--trigger", action="append", default=[], help="a trigger word the captions use (repeatable)"
+    )
+    p.add_argument("--weight", type=float, default=1.0, help="the domain LoRA's weight in the profile")
+    p.add_argument("--description", default="", help="the profile's description")
+    p.add_argument("--min-side", type=int, default=None, help="smallest image side (default: half the size)")
+    p.add_argument(
+        "--allow-problems", action="store_true", help="train on the usable images of a set with problems"
+    )
+    p.add_argument("--check-only", action="store_true", help="check the training set and stop")
+    p.add_argument("--restart", action="store_true", help="throw an earlier run in the run folder away")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune the generator on a captioned folder (a domain LoRA) and register it as a profile",
+        description="Supervised LoRA fine-tuning (noise prediction on captioned images) of a profile's "
+        "generator or a diffusers folder. Checks the folder first, resumes after a kill, writes a "
+        "diffusers LoRA and a model profile that carries it.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _native_size(folder: Path) -> int | None:
+    """The UNet's own image size, read from the configs (no model loaded)."""
+    import json
+
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from .train import FinetuneConfig
+
+    return FinetuneConfig(
+        steps=args.steps,
+        lr=args.lr,
+        rank=args.rank,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        resolution=args.resolution,
+        crop=args.crop,
+        grad_checkpointing=args.grad_checkpointing,
+        mixed_precision=args.mixed_precision,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        validation_prompt=args.validation_prompt,
+        validation_every=args.validation_every,
+        validation_steps=args.validation_steps,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..validation import check_text, terminal_lines, terminal_safe
+    from .base import resolve_base
+    from .dataset import require_usable, scan
+    from .profiles import check_name, profile_data, register_profile, runs_dir
+
+    name = check_name(args.out)
+    for word in args.trigger:
+        check_text(word, "A trigger word", max_chars=100)
+    if args.validation_prompt:
+        check_text(args.validation_prompt, "The validation prompt", max_chars=2000)
+    config = config_from_args(args)  # BadInput on bad numbers, before anything loads
+    if not 0 <= args.weight <= 4:
+        raise BadInput(f"--weight {args.weight} is out of range.", "Use a weight from 0 to 4 (1 is usual).")
+    base = resolve_base(args.base)
+    size = config.resolution or _native_size(base.path) or 64
+    min_side = args.min_side if args.min_side is not None else size // 2
+    report = scan(args.data, min_side=min_side)
+    print(terminal_lines(report.summary()), file=sys.stderr)
+    require_usable(report, allow_problems=args.allow_problems)
+    if report.problems:
+        print(
+            f"Training on the {len(report.examples)} usable image(s) only (--allow-problems).",
+            file=sys.stderr,
+        )
+    missing = [w for w in args.trigger if not any(w.lower() in ex.caption.lower() for ex in report.examples)]
+    if missing:
+        print(f"Note: no caption uses the trigger word(s) {', '.join(missing)}.", file=sys.stderr)
+    if args.check_only:
+        return 0
+    folder = args.dir or runs_dir() / name
+    if args.restart and folder.exists():
+        shutil.rmtree(folder)
+    from accelerate import PartialState
+
+    from ..atelier.recipe import ProgressLine
+    from .train import finetune, read_checkpoint
+
+    resumed = read_checkpoint(folder / "checkpoint")
+    if resumed is not None:
+        print(f"Resuming {terminal_safe(folder)} from step {resumed[1].get('step')}.", file=sys.stderr)
+    print(
+        f"Fine-tuning {terminal_safe(base.name)} ({base.kind}) into {terminal_safe(folder)} ...",
+        file=sys.stderr,
+    )
+    progress = ProgressLine(name, config.steps, int(resumed[1].get("step", 0)) if resumed else 0)
+
+    def on_step(step: int, total: int, loss: float, _eta: float) -> None:
+        progress.update(step, loss, force=step == total)
+
+    try:
+        result = finetune(
+            base,
+            report,
+            config,
+            folder,
+            trigger_words=tuple(args.trigger),
+            on_step=on_step,
+        )
+    finally:
+        progress.close()
+    if not PartialState().is_main_process:
+        return 0
+    data = profile_data(
+        name,
+        base,
+        result.lora_dir,
+        weight=args.weight,
+        trigger_words=tuple(args.trigger),
+        description=args.description,
+        sample_image=result.sample_image,
+    )
+    target = register_profile(data)
+    print(f"LoRA: {terminal_safe(result.lora_dir)}")
+    print(f"Sample image: {terminal_safe(result.sample_image)}")
+    print(
+        f"Profile '{name}' written to {terminal_safe(target)}; choose it in Settings or with --profile {name}."
+    )
+    return 0
