@@ -109,13 +109,19 @@ class ElidedLabel(QLabel):
     def full_text(self) -> str:
         return self._full
 
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name: the whole text, elided
+        self.set_full_text(text)
+
+    def text(self) -> str:  # the whole text, as a caller set it (the screen may show it elided)
+        return self._full
+
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._elide()
 
     def _elide(self) -> None:
         width = max(10, self.width() - 4)
-        super().setText(self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, width))
+        QLabel.setText(self, self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, width))
 
 
 class MessageBar(QFrame):
