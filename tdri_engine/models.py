@@ -385,6 +385,7 @@ ATELIER_THRESHOLDS = dataclasses.replace(
 )
 # 64x64 is the size the Atelier generator was trained at (16x16 latents); its DDIM steps.
 ATELIER_LIMITS = {"width": 64, "height": 64, "steps": 20}
+ATELIER_GUIDANCE = 4.0  # the generator's sampling default (atelier.gen_train.DEFAULTS)
 ATELIER = "atelier"
 # The profile a new project, the studio's first start and the sample use where no real weights
 # are configured: the Atelier's trained models. "demo" (tiny random models) stays for tests.
