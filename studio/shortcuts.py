@@ -50,8 +50,29 @@ SHORTCUTS: dict[str, Shortcut] = {
     "annotate.task_list": Shortcut(("Ctrl+Shift+L",), "Go to the task list (Enter opens a task)", "Annotate"),
     # refinement view
     "refine.send": Shortcut(
-        ("Ctrl+Return",), "Generate (first round) or Refine with what you typed", "Refine"
+        ("Ctrl+Return",),
+        "Generate (first round), Refine with what you typed, or run the edited D2P prompt",
+        "Refine",
     ),
+    "refine.focus_prompt": Shortcut(
+        ("Ctrl+L",), "Type in the prompt box (prompt, answer, feedback)", "Refine"
+    ),
+    "refine.answer": Shortcut(
+        ("Alt+1", "Alt+2", "Alt+3", "Alt+4", "Alt+5", "Alt+6"),
+        "Answer the question with its 1st to 6th one-click answer",
+        "Refine",
+    ),
+    "refine.previous_round": Shortcut(("Alt+Left",), "Show the previous round on the right", "Refine"),
+    "refine.next_round": Shortcut(("Alt+Right",), "Show the next round on the right", "Refine"),
+    "refine.gallery": Shortcut(("Ctrl+G",), "All rounds of the dialogue (Enter shows one)", "Refine"),
+    "refine.save_as": Shortcut(("Ctrl+S",), "Save the right round's image as a PNG file", "Refine"),
+    "refine.copy": Shortcut(("Ctrl+Shift+C",), "Copy the right round's image", "Refine"),
+    "refine.star": Shortcut(("Ctrl+D",), "Star or unstar the right round", "Refine"),
+    "refine.reference": Shortcut(
+        ("Ctrl+U",), "Next round edits the right round (again: back to the latest)", "Refine"
+    ),
+    "refine.open_folder": Shortcut(("Ctrl+Shift+F",), "Open the folder of the right round's image", "Refine"),
+    "refine.formula": Shortcut(("Ctrl+I",), "Show or hide the formula behind the question", "Refine"),
     "refine.skip": Shortcut(("Ctrl+K",), "Skip the clarification question", "Refine"),
     "refine.cancel": Shortcut(("Esc",), "Cancel the running round", "Refine"),
     "refine.edit_prompt": Shortcut(("Ctrl+E",), "Edit the prompt the studio made (D2P)", "Refine"),

@@ -85,8 +85,11 @@ class SessionAPI(Protocol):
     ) -> RoundResult:
         """Round 0: generate from the prompt, extract and smooth the pose, reflect."""
 
-    def refine(self, reply: Reply, *, cancel: CancelToken | None = None) -> RoundResult:
-        """Round t >= 1: summarize the dialogue, generate with the pose, reflect, maybe ask."""
+    def refine(
+        self, reply: Reply, *, cancel: CancelToken | None = None, reference: int | None = None
+    ) -> RoundResult:
+        """Round t >= 1: summarize the dialogue, generate with the pose, reflect, maybe ask.
+        ``reference``: the round whose image is edited (default the latest)."""
 
     def choose(self, left_image_id: str, right_image_id: str, choice: Choice) -> PreferencePair:
         """Record the user's choice between two images as a preference (both_bad included)."""

@@ -557,11 +557,27 @@ class RefinementSession:
         self._announce(round_result, out, said=summary.warnings)
         return round_result
 
-    def refine(self, reply: Reply | str, *, cancel: CancelToken | None = None) -> RoundResult:
-        """Round t: D2P prompt from the dialogue and the reply, generate with the pose, reflect."""
+    def refine(
+        self, reply: Reply | str, *, cancel: CancelToken | None = None, reference: int | None = None
+    ) -> RoundResult:
+        """Round t: D2P prompt from the dialogue and the reply, generate with the pose, reflect.
+
+        ``reference``: the round whose image this round edits (refine mode "edit"); default the
+        latest. The paper always edits I_{t-1}; a designer who liked an earlier round more can
+        build on it instead, while the dialogue (and so the D2P prompt) goes on from the latest.
+        """
         if not self._rounds or self._dialogue is None:
             raise BadInput("The dialogue has not started yet.", "Start it with a prompt first.")
         reply = _normalise_reply(reply)
+        base = self._rounds[-1]
+        if reference is not None:
+            found = next((r for r in self._rounds if r.round == reference), None)
+            if found is None:
+                raise BadInput(
+                    f"There is no round {reference} in this dialogue.",
+                    "Pick one of this dialogue's rounds as the reference.",
+                )
+            base = found
         if cancel is not None:
             cancel.raise_if_cancelled()
         t = self._rounds[-1].round + 1
@@ -600,7 +616,12 @@ class RefinementSession:
         pose_map = self._pose_map if s.use_pose else None
         init = None
         if s.refine_mode == "edit":
-            init = self.store.load_image(previous.image)
+            init = self.store.load_image(base.image)
+        elif base is not previous:
+            warnings.append(
+                f"Rounds are made anew (refine mode 'scratch'), so round {base.round} was not edited; "
+                "set Settings > Refine mode to 'edit' to build on a reference round."
+            )
         seed = (self._seed or 0) + t  # a new draw each round, reproducible from the dialogue's seed
         adapter = self._adapter_dir()
         result = gen.generate(
@@ -626,7 +647,7 @@ class RefinementSession:
             prompt,
             kind,
             user_text,
-            parent=previous.image.id if init is not None else None,
+            parent=base.image.id if init is not None else None,
             dialogue=self._dialogue,
             cancel=cancel,
             settled=settled,

@@ -7,12 +7,19 @@ lives in the engine thread: the GUI holds it only to hand it back to the next jo
 
 A dialogue restored from the project (when the studio opens) is shown from the store's records
 at once, without loading any model; the engine session is opened on the first action.
+
+What the designer typed but did not send (the input box, an unsent edit of the D2P prompt) is
+kept in the project as a draft (meta ``refine_draft``, with the dialogue it belongs to) when the
+project closes or the studio quits, and comes back when the dialogue is shown again. Starred
+rounds are image ids in meta ``starred_images``: a mark on an image, not a record of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
@@ -75,6 +82,9 @@ class RefinementModel(QObject):
     round_finished = Signal(object)  # RoundView
     choice_recorded = Signal(object)  # PreferencePair
     training_finished = Signal(object)  # AdapterVersion | None
+    reference_changed = Signal(object)  # int | None: the round the next refine edits
+    starred_changed = Signal(object)  # frozenset[str]: starred image ids
+    draft_restored = Signal(object)  # dict: {"input": str, "d2p": str} typed but not sent
 
     rounds = observable("rounds")
     comparison = observable("comparison")
@@ -109,6 +119,11 @@ class RefinementModel(QObject):
         self._last_choice = ""
         self._round_job: Job | None = None
         self._training_job: Job | None = None
+        self.reference_round: int | None = None
+        self.starred: frozenset[str] = frozenset()
+        # what the view holds but has not sent; saved as the project's draft on close
+        self.draft_input = ""
+        self.draft_d2p = ""
         bridge.event.connect(self._on_event)
 
     # ------------------------------------------------------------------ project
@@ -121,6 +136,9 @@ class RefinementModel(QObject):
         self.store = store
         self._session = None
         self.pending_question = None
+        self.set_reference(None)
+        self.starred = frozenset(store.get_meta("starred_images", []) or [])
+        self.starred_changed.emit(self.starred)
         dialogue = latest_dialogue(store)
         if dialogue is None:
             self._set_rounds([], None)
@@ -140,11 +158,41 @@ class RefinementModel(QObject):
             self._set_rounds(rounds, last)
             if last is not None and last.question:
                 self.pending_question = Question(
-                    last.question_aspect or "Others", last.question, last.scores, last.ambiguity or 0.0
+                    last.question_aspect or "Others",
+                    last.question,
+                    last.scores,
+                    last.ambiguity or 0.0,
+                    last.options,
                 )
+        draft = store.get_meta("refine_draft") or {}
+        if isinstance(draft, dict) and draft.get("dialogue_id") == self._dialogue_id:
+            restored = {"input": str(draft.get("input") or ""), "d2p": str(draft.get("d2p") or "")}
+            if restored["input"] or restored["d2p"]:
+                self.draft_restored.emit(restored)
         await self.refresh_personalisation()
 
+    def save_draft(self) -> None:
+        """Keep what was typed but not sent (input box, unsent D2P edit) in the project."""
+        store = self.store
+        if store is None or getattr(store, "read_only", False):
+            return
+        d2p = self.draft_d2p.strip()
+        draft = {
+            "dialogue_id": self._dialogue_id,
+            "input": self.draft_input,
+            "d2p": d2p if d2p and d2p != self._prompt.strip() else "",
+        }
+        if not draft["input"] and not draft["d2p"]:
+            draft = {}
+        if (store.get_meta("refine_draft") or {}) == draft:
+            return
+        try:
+            store.set_meta("refine_draft", draft)
+        except Exception as exc:  # the draft is a convenience; the rounds are already saved
+            log.warning("could not keep the draft: %s", exc)
+
     def unload(self) -> None:
+        self.save_draft()
         self.store = None
         self._session = None
         self._set_rounds([], None)
@@ -160,7 +208,70 @@ class RefinementModel(QObject):
         self.pose_map = None
         self.prompt = ""
         self.last_choice = ""
+        self.set_reference(None)
         self._set_rounds([], None)
+
+    # ------------------------------------------------------------------ round actions
+    def set_reference(self, round_number: int | None) -> None:
+        """The round the next refine edits instead of the latest (None: the latest)."""
+        if round_number is not None and self._rounds and round_number == self._rounds[-1].round:
+            round_number = None  # the latest is the default
+        self.reference_round = round_number
+        self.reference_changed.emit(round_number)
+
+    async def toggle_star(self, image_id: str) -> bool:
+        """Star or unstar an image; returns whether it is starred now."""
+        if self.store is None or not image_id:
+            return False
+        stars = set(self.starred)
+        now = image_id not in stars
+        (stars.add if now else stars.discard)(image_id)
+        store = self.store
+        try:
+            await store_io.run(store.set_meta, "starred_images", sorted(stars))
+        except Exception as exc:
+            self.message.emit("warning", f"Could not keep the star: {exc}")
+            return not now
+        self.starred = frozenset(stars)
+        self.starred_changed.emit(self.starred)
+        return now
+
+    async def save_image_as(self, view: RoundView, target: str | Path) -> Path | None:
+        """Copy a round's PNG (its provenance text chunks included) to ``target``."""
+        from tdri_engine.errors import TdriError
+        from tdri_engine.validation import check_output_path
+
+        if not view.image_path:
+            self.message.emit("info", f"{view.title} has no image file to save.")
+            return None
+        out = Path(target)
+        if out.suffix.lower() != ".png":
+            out = out.with_name(out.name + ".png")
+        try:
+            check_output_path(out, "The file")
+            await store_io.run(shutil.copyfile, view.image_path, out)
+        except TdriError as exc:
+            self.error.emit(Error(exc.kind, exc.message, exc.what_to_do))
+            return None
+        except OSError as exc:
+            self.error.emit(Error("storage", f"Could not save {out}: {exc}", "Pick another folder."))
+            return None
+        self.message.emit("info", f"Saved {view.title} as {out}.")
+        return out
+
+    async def set_edit_strength(self, value: float) -> bool:
+        """Save the project's edit strength; the next round's session uses it."""
+        store = self.store
+        if store is None or abs(store.settings.edit_strength - value) < 1e-9:
+            return False
+        try:
+            await store_io.run(store.save_settings, store.settings.replace(edit_strength=float(value)))
+        except Exception as exc:
+            self.message.emit("warning", f"Could not save the edit strength: {exc}")
+            return False
+        if store is self.store:
+            self._session = None  # reopened from the records with the new settings on the next round
+        return True
 
     # ------------------------------------------------------------------ rounds
     async def generate(self, prompt: str, seed: int | None = None) -> RoundView | None:
@@ -191,10 +302,16 @@ class RefinementModel(QObject):
         store, sink, tau, dialogue_id = self.store, self.bridge.sink, self.tau, self._dialogue_id
         session = self._session
         label = f"Refining: round {self._rounds[-1].round + 1}"
+        reference = self.reference_round
+        if reference is not None:
+            label += f" from round {reference}"
 
         def work(ctx: WorkerContext) -> tuple[Any, RoundView]:
             s = session or ctx.engine.open_session(store, dialogue_id=dialogue_id, on_event=sink)
-            result = s.refine(reply, cancel=ctx.cancel)
+            if reference is None:
+                result = s.refine(reply, cancel=ctx.cancel)
+            else:
+                result = s.refine(reply, cancel=ctx.cancel, reference=reference)
             return s, after_round(store, s, result, tau)
 
         return await self._run_round(label, work)
@@ -219,9 +336,11 @@ class RefinementModel(QObject):
         try:
             session, view = await future
         except JobCancelled:
+            self._restore_prompt()
             self.message.emit("info", "Round cancelled. Nothing was lost: the dialogue is as before.")
             return None
         except JobFailed as exc:
+            self._restore_prompt()
             self.error.emit(exc.error)
             return None
         finally:
@@ -233,7 +352,9 @@ class RefinementModel(QObject):
         if view.pose_map is not None:
             self.pose_map = view.pose_map
         previous = self._rounds[-1] if self._rounds else None
+        self.reference_round = None  # a reference serves one round; the new one is the latest
         self._set_rounds([*self._rounds, view], view, left=previous)
+        self.reference_changed.emit(None)
         self.pending_question = (
             Question(
                 view.question_aspect or "Others",
@@ -249,6 +370,15 @@ class RefinementModel(QObject):
             self.message.emit("warning", w)
         self.round_finished.emit(view)
         return view
+
+    def _restore_prompt(self) -> None:
+        """After a round that did not finish, the D2P prompt is the last finished round's again
+        (PromptReady already showed the unfinished round's)."""
+        self.prompt = self._rounds[-1].prompt if self._rounds else ""
+
+    @property
+    def can_cancel(self) -> bool:
+        return self._round_job is not None or self._training_job is not None
 
     def cancel(self) -> None:
         if self._round_job is not None:

@@ -1,8 +1,11 @@
-"""Per-aspect ambiguity as a small bar chart, painted by hand.
+"""How unclear each part of the image is, as a small bar chart painted by hand, and the reason
+for the studio's question in plain words.
 
 Each bar is 1 − sᵢ for one of the seven aspects (0 = the image matches the prompt on it,
-1 = no match); the footer shows A = Σ wᵢ(1 − sᵢ) against τ, and the aspect asked about is
-highlighted. Hovering a bar shows what the Reflector saw (its caption for that aspect).
+1 = no match), named in words a designer uses ("colour", "viewpoint"); the aspect asked about is
+highlighted. The footer says in words whether the studio asks; with ``show_formula`` it shows
+A = Σ wᵢ(1 − sᵢ) against τ instead (the view's "Show the formula" toggle). Hovering a bar shows
+what the Reflector saw (its caption for that aspect).
 """
 
 from __future__ import annotations
@@ -19,6 +22,63 @@ TRACK_COLOUR = QColor("#2f3238")
 TEXT_COLOUR = QColor("#d7dae0")
 MUTED_COLOUR = QColor("#9aa0a8")
 
+# The paper's aspect names, as a designer says them in a sentence.
+ASPECT_WORDS = {
+    "Content": "subject",
+    "Style": "style",
+    "Background": "background",
+    "Size": "size",
+    "Color": "colour",
+    "Perspective": "viewpoint",
+    "Others": "details",
+}
+
+
+def aspect_words(aspect: str | None) -> str:
+    return ASPECT_WORDS.get(aspect or "", (aspect or "image").lower())
+
+
+def plain_reason(
+    scores: dict[str, float], ambiguity: float | None, tau: float | None, asked: str | None
+) -> str:
+    """Why the studio asks (or not), in words: the least clear part of the image first.
+
+    The Reflector asks about one of the three lowest-scoring aspects (paper 4.3), so the
+    sentence says "the least clear part" when it is the lowest and "one of the least clear
+    parts" otherwise; the numbers are in :func:`formula`.
+    """
+    if not scores:
+        return ""
+    order = sorted(scores, key=lambda a: (scores[a], ASPECTS.index(a) if a in ASPECTS else 99))
+    if asked:
+        name = aspect_words(asked)
+        if asked == order[0]:
+            return f"The {name} is the least clear part of the image, so the studio asks about it."
+        return f"The {name} is one of the least clear parts of the image, so the studio asks about it."
+    if ambiguity is not None and tau is not None and ambiguity > tau:
+        return (
+            f"The least clear part of the image is the {aspect_words(order[0])}; "
+            "you settled it a moment ago, so the studio asks nothing this round."
+        )
+    return "The image is clear enough on every part, so the studio asks nothing this round."
+
+
+def formula(scores: dict[str, float], ambiguity: float | None, tau: float | None, asked: str | None) -> str:
+    """The numbers behind :func:`plain_reason` (eq. 5 of the paper, section 4.3)."""
+    if not scores or ambiguity is None:
+        return ""
+    head = f"A = Σ wᵢ(1 − sᵢ) = {ambiguity:.3f}"
+    if tau is not None:
+        head += f" {'>' if ambiguity > tau else '≤'} τ = {tau:.3f}"
+    lines = [
+        head + (f": asks about {asked}." if asked else ": no question."),
+        "sᵢ = CLIP similarity of the image and the vision-language model's caption of aspect i; "
+        "1 − sᵢ per aspect: " + ", ".join(f"{a} {1 - scores[a]:.2f}" for a in ASPECTS if a in scores) + ".",
+        "The question's aspect is drawn among the three lowest sᵢ (an aspect just answered or "
+        "skipped is left out unless the image still disagrees with the answer).",
+    ]
+    return "\n".join(lines)
+
 
 class AmbiguityChart(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -34,6 +94,11 @@ class AmbiguityChart(QWidget):
         self._tau: float | None = None
         self._asked: str | None = None
         self._bar_rects: dict[str, QRectF] = {}
+        self.show_formula = False
+
+    def set_show_formula(self, on: bool) -> None:
+        self.show_formula = bool(on)
+        self.update()
 
     # ------------------------------------------------------------------ data
     def set_data(
@@ -73,6 +138,11 @@ class AmbiguityChart(QWidget):
     def sizeHint(self) -> QSize:  # noqa: N802
         return QSize(300, 200)
 
+    @staticmethod
+    def _label(aspect: str) -> str:
+        word = aspect_words(aspect)
+        return word[:1].upper() + word[1:]
+
     # ------------------------------------------------------------------ painting
     def paintEvent(self, _event) -> None:  # noqa: N802
         p = QPainter(self)
@@ -92,7 +162,7 @@ class AmbiguityChart(QWidget):
             )
             return
         footer_h = fm.height() * 2 + 6
-        label_w = max(fm.horizontalAdvance(a) for a in ASPECTS) + 8
+        label_w = max(fm.horizontalAdvance(self._label(a)) for a in ASPECTS) + 8
         value_w = fm.horizontalAdvance("0.00") + 8
         rows = [a for a in ASPECTS if a in self._scores] + [a for a in self._scores if a not in ASPECTS]
         area = QRectF(rect.left(), rect.top(), rect.width(), rect.height() - footer_h)
@@ -108,7 +178,7 @@ class AmbiguityChart(QWidget):
             p.drawText(
                 QRectF(area.left(), y, label_w - 6, row_h),
                 Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
-                aspect,
+                self._label(aspect),
             )
             track = QRectF(area.left() + label_w, cy - bar_h / 2, track_w, bar_h)
             p.setPen(Qt.PenStyle.NoPen)
@@ -131,17 +201,20 @@ class AmbiguityChart(QWidget):
         p.drawLine(QPointF(rect.left(), fy), QPointF(rect.right(), fy))
         if self._ambiguity is not None:
             over = self._tau is not None and self._ambiguity > self._tau
-            text = f"A = Σ wᵢ(1 − sᵢ) = {self._ambiguity:.2f}"
-            if self._tau is not None:
-                text += f"   {'>' if over else '≤'}  τ = {self._tau:.2f}"
+            if self.show_formula:
+                text = f"A = Σ wᵢ(1 − sᵢ) = {self._ambiguity:.2f}"
+                if self._tau is not None:
+                    text += f"   {'>' if over else '≤'}  τ = {self._tau:.2f}"
+            else:
+                text = "Unclear overall: asks a question" if over else "Clear enough overall"
             p.setPen(ASKED_COLOUR if over else TEXT_COLOUR)
             p.drawText(
                 QRectF(rect.left(), fy + 2, rect.width(), fm.height()), Qt.AlignmentFlag.AlignLeft, text
             )
             verdict = (
-                (f"asks about {self._asked}" if self._asked else "asks a question")
+                (f"asks about the {aspect_words(self._asked)}" if self._asked else "nothing left to ask")
                 if over
-                else "clear enough: no question"
+                else "no question"
             )
             p.setPen(MUTED_COLOUR)
             p.drawText(
@@ -157,7 +230,11 @@ class AmbiguityChart(QWidget):
                     cap = self._captions.get(aspect, "")
                     s = self._scores.get(aspect)
                     w = self._weights.get(aspect)
-                    lines = [f"{aspect}: similarity s = {s:.2f}" if s is not None else aspect]
+                    lines = [
+                        f"{self._label(aspect)} ({aspect}): similarity s = {s:.2f}"
+                        if s is not None
+                        else aspect
+                    ]
                     if w is not None:
                         lines.append(f"weight w = {w:.2f}")
                     if cap:

@@ -1,12 +1,17 @@
 """The refinement view: a designer's dialogue with the studio, round by round.
 
 Left: the dialogue (what the user said, what the studio answered, its clarification questions
-with one-click answers and Skip) and the input box with Generate / Refine. Centre: any two
-rounds side by side (choosing one records a preference), the pose overlay toggle, the live
-preview while a round runs, and the rounds as a strip of thumbnails. Right: the prompt the
-studio made (D2P, editable: an edit becomes the next round's prompt), the per-aspect
-ambiguity chart, and personalisation (k of N choices until the next update, adapter versions,
-switch, roll back, base versus adapted).
+with one-click answers, the reason in plain words, and Skip), the input box, the seed and the
+edit strength, Generate / Refine. Centre: any two rounds side by side (choosing one records a
+preference), the pose overlay toggle, the live preview while a round runs, the actions on the
+round shown on the right (save as, copy, star, use as the next round's reference, open its
+folder, all rounds in a gallery) and the rounds as a strip of thumbnails. Right: the prompt
+the studio made (D2P, editable: an edit becomes the next round's prompt), how unclear each
+part of the image is (the formula behind a toggle), and personalisation.
+
+Keyboard: every control is reached with Tab (the text boxes let Tab move on); the keys of
+``studio.shortcuts`` ("Refine") act while the focus is in the view, and the window gives the
+focus to the prompt box (:meth:`RefinementView.focus_work`) when the view is shown.
 """
 
 from __future__ import annotations
@@ -15,14 +20,20 @@ import asyncio
 import functools
 import html
 import logging
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
     QFrame,
     QGridLayout,
     QGroupBox,
@@ -45,7 +56,7 @@ from PySide6.QtWidgets import (
 from studio import shortcuts
 from studio.models.refinement_model import RefinementModel
 from studio.models.rounds import Comparison, Personalisation, RoundView
-from studio.ui.ambiguity_chart import AmbiguityChart
+from studio.ui.ambiguity_chart import AmbiguityChart, formula, plain_reason
 from studio.ui.image_view import ImageView
 from studio.ui.job_widget import JobProgress
 from studio.ui.plain_label import PlainLabel, plain_tooltip
@@ -65,10 +76,17 @@ CHOICES = (
 )
 
 
+QUIT_AGAIN_S = 8.0  # a second Ctrl+Q within this time stops the running round and quits
+
+
 class PromptInput(QPlainTextEdit):
-    """The input box: Enter sends (Shift+Enter for a new line), like a chat."""
+    """The input box: Enter sends (Shift+Enter for a new line), like a chat; Tab moves on."""
 
     send = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTabChangesFocus(True)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
@@ -96,12 +114,21 @@ class RefinementView(QWidget):
         self._show_message = show_message
         self.tasks = Tasks("the refinement view")
         self._option_buttons: list[QPushButton] = []
+        self._in_flight_text = ""  # sent, its round not finished yet
+        self._quit_asked_at = -1e9
+        self.gallery: RoundGallery | None = None
+        self.save_dialog: QFileDialog | None = None
+        self._strength_timer = QTimer(self)
+        self._strength_timer.setSingleShot(True)
+        self._strength_timer.setInterval(400)
         self._build()
         self._bind()
         self._make_shortcuts()
         self._render_dialogue()
         self._on_personalisation(model.personalisation)
         self._on_question(None)
+        self._on_comparison(model.comparison)
+        self._update_primary()
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -143,10 +170,16 @@ class RefinementView(QWidget):
         self.question_label.setAccessibleName("Question")
         self.question_label.setWordWrap(True)
         qv.addWidget(self.question_label)
+        self.question_reason = PlainLabel("")
+        self.question_reason.setObjectName("questionReason")
+        self.question_reason.setAccessibleName("Why the studio asks")
+        self.question_reason.setWordWrap(True)
+        self.question_reason.setProperty("role", "muted")
+        qv.addWidget(self.question_reason)
         self.options_row = QGridLayout()  # three answers a row: long option lists wrap
         self.options_row.setSpacing(4)
         qv.addLayout(self.options_row)
-        self.options_hint = PlainLabel("…or type your answer below and press Refine.")
+        self.options_hint = PlainLabel("…or type your answer below and press Enter.")
         self.options_hint.setObjectName("questionHint")
         self.options_hint.setWordWrap(True)
         qv.addWidget(self.options_hint)
@@ -161,8 +194,10 @@ class RefinementView(QWidget):
         self.input.setAccessibleName("Your prompt, answer or feedback")
         self.input.setPlaceholderText(
             "Describe what you want, e.g. “a red silk evening dress on a model”. "
-            "Later: answer the question or give feedback (“longer sleeves”). Enter sends."
+            "Later: answer the question or give feedback (“longer sleeves”). "
+            f"Enter sends, Shift+Enter: new line, Tab: next control, {shortcuts.label('refine.focus_prompt')}: back here."
         )
+        self.input.setToolTip(f"Your prompt, answer or feedback ({shortcuts.label('refine.focus_prompt')})")
         self.input.setFixedHeight(72)
         lv.addWidget(self.input)
         row = QHBoxLayout()
@@ -173,7 +208,24 @@ class RefinementView(QWidget):
         self.seed_spin.setRange(-1, 2**31 - 1)
         self.seed_spin.setSpecialValueText("random")
         self.seed_spin.setValue(-1)
+        self.seed_spin.setToolTip(
+            "The seed of round 0 (later rounds use it plus the round number): the same seed and "
+            "prompt give the same image. Lowest value: a new random seed each time."
+        )
         row.addWidget(self.seed_spin, 1)
+        row.addWidget(PlainLabel("Change"))
+        self.strength_spin = QDoubleSpinBox()
+        self.strength_spin.setObjectName("editStrengthSpin")
+        self.strength_spin.setAccessibleName("Edit strength: how much the next round may change the image")
+        self.strength_spin.setRange(0.05, 1.0)
+        self.strength_spin.setSingleStep(0.05)
+        self.strength_spin.setDecimals(2)
+        self.strength_spin.setValue(0.6)
+        self.strength_spin.setToolTip(
+            "Edit strength, 0.05 to 1.00: how much the next round may change the image it edits. "
+            "Low keeps the picture and changes details; 1.00 draws it again (same pose)."
+        )
+        row.addWidget(self.strength_spin)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setObjectName("generateButton")
         self.generate_button.setAccessibleName("Generate")
@@ -188,6 +240,12 @@ class RefinementView(QWidget):
         )
         row.addWidget(self.refine_button)
         lv.addLayout(row)
+        self.reference_label = PlainLabel("")
+        self.reference_label.setObjectName("referenceLabel")
+        self.reference_label.setAccessibleName("The round the next round edits")
+        self.reference_label.setWordWrap(True)
+        self.reference_label.setVisible(False)
+        lv.addWidget(self.reference_label)
         self.splitter.addWidget(left)
 
         # --- compare (centre)
@@ -251,6 +309,33 @@ class RefinementView(QWidget):
         self.choice_label.setAccessibleName("Last recorded choice")
         self.choice_label.setWordWrap(True)
         cv.addWidget(self.choice_label)
+        actions = QHBoxLayout()
+        actions.setSpacing(4)
+        self.actions_label = PlainLabel("Right image:")
+        self.actions_label.setObjectName("roundActionsLabel")
+        actions.addWidget(self.actions_label)
+        self.action_buttons: dict[str, QPushButton] = {}
+        for key, text, name, accessible in (
+            ("save_as", "Save as…", "refine.save_as", "Save the right round's image as a file"),
+            ("copy", "Copy", "refine.copy", "Copy the right round's image"),
+            ("star", "☆ Star", "refine.star", "Star the right round"),
+            ("reference", "Use as reference", "refine.reference", "Next round edits the right round"),
+            (
+                "open_folder",
+                "Open folder",
+                "refine.open_folder",
+                "Open the folder of the right round's image",
+            ),
+            ("gallery", "All rounds", "refine.gallery", "All rounds of the dialogue"),
+        ):
+            b = QPushButton(f"{text}  [{shortcuts.label(name)}]")
+            b.setObjectName(f"roundAction_{key}")
+            b.setAccessibleName(accessible)
+            b.setToolTip(f"{shortcuts.SHORTCUTS[name].text} ({shortcuts.label(name)})")
+            actions.addWidget(b)
+            self.action_buttons[key] = b
+        actions.addStretch(1)
+        cv.addLayout(actions)
         self.strip = QListWidget()
         self.strip.setObjectName("roundStrip")
         self.strip.setAccessibleName("Rounds")
@@ -262,7 +347,11 @@ class RefinementView(QWidget):
         self.strip.setGridSize(QSize(104, 118))
         self.strip.setFixedHeight(134)
         self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        self.strip.setToolTip("Click: show on the right · Ctrl+click: show on the left")
+        self.strip.setToolTip(
+            "Click or Enter: show on the right · Ctrl+click or Ctrl+Enter: show on the left · "
+            f"{shortcuts.label('refine.previous_round')} / {shortcuts.label('refine.next_round')}: "
+            "previous / next round on the right"
+        )
         cv.addWidget(self.strip)
         self.splitter.addWidget(centre)
 
@@ -275,25 +364,46 @@ class RefinementView(QWidget):
         prompt_box.setObjectName("d2pBox")
         pv = QVBoxLayout(prompt_box)
         self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setTabChangesFocus(True)
         self.prompt_edit.setObjectName("d2pPrompt")
         self.prompt_edit.setAccessibleName("Prompt used for the next round")
+        self.prompt_edit.setToolTip(
+            f"Edit, then {shortcuts.label('refine.send')} runs the next round with your edit, word for "
+            f"word ({shortcuts.label('refine.edit_prompt')} comes here; Tab moves on)"
+        )
         self.prompt_edit.setPlaceholderText(
             "After the first round, the prompt the summarizer wrote appears here."
         )
         self.prompt_edit.setFixedHeight(80)
         pv.addWidget(self.prompt_edit)
-        self.use_prompt_button = QPushButton("Refine with this prompt")
+        self.use_prompt_button = QPushButton(f"Refine with this prompt  [{shortcuts.label('refine.send')}]")
         self.use_prompt_button.setObjectName("usePromptButton")
         self.use_prompt_button.setAccessibleName("Refine with the edited prompt")
         self.use_prompt_button.setEnabled(False)
         pv.addWidget(self.use_prompt_button)
         rv.addWidget(prompt_box)
 
-        chart_box = QGroupBox("Ambiguity per aspect (1 − sᵢ)")
+        chart_box = QGroupBox("How unclear each part of the image is")
         chart_box.setObjectName("ambiguityBox")
         chv = QVBoxLayout(chart_box)
+        self.reason_label = PlainLabel("The studio says here why it asks, after the first round.")
+        self.reason_label.setObjectName("ambiguityReason")
+        self.reason_label.setAccessibleName("Why the studio asks or not")
+        self.reason_label.setWordWrap(True)
+        chv.addWidget(self.reason_label)
         self.chart = AmbiguityChart()
         chv.addWidget(self.chart)
+        self.formula_check = QCheckBox(f"Show the formula  [{shortcuts.label('refine.formula')}]")
+        self.formula_check.setObjectName("formulaToggle")
+        self.formula_check.setAccessibleName("Show the formula behind the question")
+        chv.addWidget(self.formula_check)
+        self.formula_label = PlainLabel("")
+        self.formula_label.setObjectName("formulaText")
+        self.formula_label.setAccessibleName("The formula behind the question")
+        self.formula_label.setWordWrap(True)
+        self.formula_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.formula_label.setVisible(False)
+        chv.addWidget(self.formula_label)
         rv.addWidget(chart_box)
 
         pers = QGroupBox("Personalisation")
@@ -377,8 +487,26 @@ class RefinementView(QWidget):
         m.pose_map_changed.connect(self._on_pose_map)
         m.personalisation_changed.connect(self._on_personalisation)
         m.last_choice_changed.connect(lambda text: self.choice_label.setText(text))
+        m.reference_changed.connect(self._on_reference)
+        m.starred_changed.connect(lambda _s: self._on_starred())
+        m.draft_restored.connect(self._on_draft)
         m.message.connect(self._show_message)
         m.error.connect(self._show_error)
+        self.input.textChanged.connect(lambda: setattr(m, "draft_input", self.input.toPlainText()))
+        self.prompt_edit.textChanged.connect(lambda: setattr(m, "draft_d2p", self.prompt_edit.toPlainText()))
+        self._strength_timer.timeout.connect(
+            lambda: self.tasks.spawn(m.set_edit_strength(self.strength_spin.value()))
+        )
+        self.strength_spin.valueChanged.connect(lambda _v: self._strength_timer.start())
+        self.formula_check.toggled.connect(self._on_formula_toggled)
+        acts = self.action_buttons
+        acts["save_as"].clicked.connect(self.save_as)
+        acts["copy"].clicked.connect(self.copy_image)
+        acts["star"].clicked.connect(self.toggle_star)
+        acts["reference"].clicked.connect(self.use_as_reference)
+        acts["open_folder"].clicked.connect(self.open_folder)
+        acts["gallery"].clicked.connect(self.show_gallery)
+        self.strip.itemActivated.connect(self._on_strip_clicked)
 
         self.new_button.clicked.connect(m.new_dialogue)
         self.generate_button.clicked.connect(self.generate)
@@ -406,10 +534,29 @@ class RefinementView(QWidget):
         bind("refine.send", self.send)
         bind("refine.skip", self.skip)
         bind("refine.cancel", self.model.cancel)
-        bind("refine.edit_prompt", lambda: self.prompt_edit.setFocus())
+        bind("refine.edit_prompt", lambda: self.prompt_edit.setFocus(Qt.FocusReason.ShortcutFocusReason))
+        bind("refine.focus_prompt", self.focus_work)
         bind("refine.pose", lambda: self.pose_check.toggle())
+        bind("refine.previous_round", lambda: self.step_right(-1))
+        bind("refine.next_round", lambda: self.step_right(1))
+        bind("refine.gallery", self.show_gallery)
+        bind("refine.save_as", self.save_as)
+        bind("refine.copy", self.copy_image)
+        bind("refine.star", self.toggle_star)
+        bind("refine.reference", self.use_as_reference)
+        bind("refine.open_folder", self.open_folder)
+        bind("refine.formula", lambda: self.formula_check.toggle())
         for choice, _text, sc in CHOICES:
             bind(sc, functools.partial(self.choose, choice))
+        for i, key in enumerate(shortcuts.keys("refine.answer")):
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(functools.partial(self.answer_nth, i))
+
+    def focus_work(self) -> None:
+        """Where the work is: the prompt box (prompt, answer, feedback); the window calls this
+        when the view is shown, on a tab switch and after a project opens."""
+        self.input.setFocus(Qt.FocusReason.ShortcutFocusReason)
 
     # ------------------------------------------------------------------ actions
     def seed(self) -> int | None:
@@ -420,8 +567,15 @@ class RefinementView(QWidget):
         text = self.input.toPlainText()
         return self._sent(text, self.tasks.spawn(self.model.generate(text, seed=self.seed())))
 
+    def _d2p_edited(self) -> bool:
+        edited = self.prompt_edit.toPlainText().strip()
+        return bool(self.model.rounds) and bool(edited) and edited != self.model.prompt.strip()
+
     def send(self) -> asyncio.Future | None:
-        """Generate when there is no round yet; otherwise Refine with an answer or feedback."""
+        """Generate when there is no round yet; otherwise Refine with an answer or feedback, or
+        with the edited D2P prompt when the edit is where the focus is (or nothing is typed)."""
+        if self._d2p_edited() and (self.prompt_edit.hasFocus() or not self.input.toPlainText().strip()):
+            return self.use_edited_prompt()
         if not self.model.rounds:
             return self.generate()
         text = self.input.toPlainText().strip()
@@ -441,16 +595,32 @@ class RefinementView(QWidget):
             return None
         return self.tasks.spawn(self.model.refine(api.Answer(q.aspect, option)))
 
+    def answer_nth(self, i: int) -> asyncio.Future | None:
+        """The i-th one-click answer (Alt+1 …), when the question has one and no round runs."""
+        if i >= len(self._option_buttons) or not self._option_buttons[i].isEnabled():
+            return None
+        return self.answer(self._option_buttons[i].property("option"))
+
     def skip(self) -> asyncio.Future | None:
         if self.model.pending_question is None or not self.model.rounds:
             return None
         return self.tasks.spawn(self.model.refine(api.Skip()))
 
     def use_edited_prompt(self) -> asyncio.Future | None:
+        """The next round with the edited D2P prompt, word for word; the edit comes back in
+        the box when the round is cancelled or fails."""
         text = self.prompt_edit.toPlainText().strip()
         if not text:
             return None
-        return self.tasks.spawn(self.model.refine(api.PromptEdit(text)))
+        fut = self.tasks.spawn(self.model.refine(api.PromptEdit(text)))
+
+        def restore(f: asyncio.Future) -> None:
+            ok = not f.cancelled() and f.exception() is None and f.result() is not None
+            if not ok:
+                self.prompt_edit.setPlainText(text)
+
+        fut.add_done_callback(restore)
+        return fut
 
     def choose(self, choice: Choice) -> asyncio.Future:
         return self.tasks.spawn(self.model.choose(choice))
@@ -460,8 +630,10 @@ class RefinementView(QWidget):
         if not text.strip():
             return fut
         self.input.clear()
+        self._in_flight_text = text
 
         def restore(f: asyncio.Future) -> None:
+            self._in_flight_text = ""
             ok = not f.cancelled() and f.exception() is None and f.result() is not None
             if not ok and not self.input.toPlainText():
                 self.input.setPlainText(text)
@@ -469,11 +641,122 @@ class RefinementView(QWidget):
         fut.add_done_callback(restore)
         return fut
 
+    # ------------------------------------------------------------------ round actions
+    def target(self) -> RoundView | None:
+        """The round the round actions act on: the one shown on the right."""
+        r = self.model.comparison.right
+        if r is None:
+            self._show_message("info", "Show a round on the right first (Alt+Right, or the strip).")
+        return r
+
+    def step_right(self, step: int) -> None:
+        """Show the previous (-1) or next (+1) round of the dialogue on the right."""
+        rounds = self.model.rounds
+        if not rounds:
+            return
+        comp = self.model.comparison
+        numbers = [r.round for r in rounds]
+        current = comp.right.round if comp.right is not None and comp.right.round in numbers else numbers[-1]
+        i = max(0, min(len(rounds) - 1, numbers.index(current) + step))
+        self.model.compare(comp.left, rounds[i])
+
+    def save_as(self, path: str | None = None) -> QFileDialog | asyncio.Future | None:
+        """Save the right round's PNG (with its provenance) where the designer says; a file
+        dialog (not modal: the studio keeps running) asks when no path is given."""
+        r = self.target()
+        if r is None:
+            return None
+        if path:
+            return self.tasks.spawn(self.model.save_image_as(r, path))
+        folder = Path(self.model.store.path / "exports") if self.model.store is not None else Path.home()
+        dlg = QFileDialog(
+            self, f"Save {r.title} as", str(folder / f"round-{r.round}.png"), "PNG images (*.png)"
+        )
+        dlg.setObjectName("saveRoundDialog")
+        dlg.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dlg.setOption(QFileDialog.Option.DontUseNativeDialog, True)  # keys work the same everywhere
+        dlg.setDefaultSuffix("png")
+        dlg.fileSelected.connect(lambda p: self.tasks.spawn(self.model.save_image_as(r, p)))
+        dlg.finished.connect(lambda _r: self.focus_work())
+        self.save_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def copy_image(self) -> bool:
+        r = self.target()
+        if r is None or r.image is None:
+            return False
+        QGuiApplication.clipboard().setImage(r.image)
+        self._show_message("info", f"{r.title} copied: paste it into any image program.")
+        return True
+
+    def toggle_star(self) -> asyncio.Future | None:
+        r = self.target()
+        if r is None or not r.image_id:
+            return None
+        return self.tasks.spawn(self.model.toggle_star(r.image_id))
+
+    def use_as_reference(self) -> None:
+        """The next round edits the right round instead of the latest; again: back to the latest."""
+        r = self.target()
+        if r is None or r.round < 0:
+            return
+        self.model.set_reference(None if self.model.reference_round == r.round else r.round)
+
+    def open_folder(self) -> Path | None:
+        r = self.target()
+        if r is None or not r.image_path:
+            return None
+        folder = Path(r.image_path).parent
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self._show_message("info", f"{r.title} is {Path(r.image_path).name} in {folder}")
+        return folder
+
+    def show_gallery(self) -> RoundGallery | None:
+        if not self.model.rounds:
+            self._show_message("info", "No rounds yet: type a prompt and press Enter.")
+            return None
+        if self.gallery is None:
+            self.gallery = RoundGallery(self)
+            self.gallery.picked.connect(self._on_gallery_pick)
+        self.gallery.fill(self.model.rounds, self.model.starred, self.model.comparison.right)
+        self.gallery.open()
+        self.gallery.list.setFocus()
+        return self.gallery
+
+    def _on_gallery_pick(self, number: int, left: bool) -> None:
+        r = self._round(number)
+        comp = self.model.comparison
+        if left:
+            self.model.compare(r, comp.right)
+        else:
+            self.model.compare(comp.left, r)
+
+    def confirm_quit(self) -> bool:
+        """Ctrl+Q while a round runs: the first press says so, a second one stops the round and
+        quits; what was typed (sent with the round or not) is kept as the project's draft."""
+        if not self.model.busy:
+            return True
+        now = time.monotonic()
+        if now - self._quit_asked_at <= QUIT_AGAIN_S:
+            if not self.input.toPlainText().strip() and self._in_flight_text:
+                self.model.draft_input = self._in_flight_text
+            self.model.cancel()
+            return True
+        self._quit_asked_at = now
+        self._show_message(
+            "warning",
+            f"A round is running. Press {shortcuts.label('app.quit')} again to stop it and quit (what you "
+            "typed is kept for next time), or wait for it to finish.",
+        )
+        return False
+
     # ------------------------------------------------------------------ model -> widgets
     def _on_rounds(self, rounds: list[RoundView]) -> None:
         self.strip.clear()
+        starred = self.model.starred
         for r in rounds:
-            item = QListWidgetItem(f"Round {r.round}")
+            item = QListWidgetItem(f"{'★ ' if r.image_id in starred else ''}Round {r.round}")
             if r.thumb is not None:
                 item.setIcon(QIcon(QPixmap.fromImage(r.thumb)))
             item.setData(Qt.ItemDataRole.UserRole, r.round)
@@ -489,7 +772,54 @@ class RefinementView(QWidget):
                 combo.addItem(f"Round {r.round}", r.round)
             combo.blockSignals(False)
         self.refine_button.setEnabled(bool(rounds) and not self.model.busy)
+        self._update_primary()
+        self._sync_strength()
         self._render_dialogue()
+
+    def _sync_strength(self) -> None:
+        """The edit strength box shows the project's value (saved from here or from Settings)."""
+        store = self.model.store
+        if store is None or self.strength_spin.hasFocus():
+            return
+        self.strength_spin.blockSignals(True)
+        self.strength_spin.setValue(store.settings.edit_strength)
+        self.strength_spin.blockSignals(False)
+
+    def _update_primary(self) -> None:
+        """The highlighted button is the one to press next, and it is enabled: Generate before
+        the first round, Refine after it."""
+        first = not self.model.rounds
+        for b, on in ((self.generate_button, first), (self.refine_button, not first)):
+            if (b.property("role") == "primary") != on:
+                b.setProperty("role", "primary" if on else None)
+                b.style().unpolish(b)
+                b.style().polish(b)
+        self.refine_button.setDefault(not first)
+        self.generate_button.setDefault(first)
+
+    def _on_starred(self) -> None:
+        self._on_rounds(self.model.rounds)
+        self._on_comparison(self.model.comparison)
+
+    def _on_reference(self, number: int | None) -> None:
+        self.reference_label.setVisible(number is not None)
+        if number is not None:
+            self.reference_label.setText(
+                f"The next round edits round {number} (not the latest). "
+                f"{shortcuts.label('refine.reference')} on round {number} again: back to the latest."
+            )
+        self._on_comparison(self.model.comparison)
+
+    def _on_draft(self, draft: dict) -> None:
+        if draft.get("input") and not self.input.toPlainText():
+            self.input.setPlainText(draft["input"])
+        if draft.get("d2p"):
+            self.prompt_edit.setPlainText(draft["d2p"])
+        self._show_message("info", "What you typed before the studio closed is back in its box.")
+
+    def _on_formula_toggled(self, on: bool) -> None:
+        self.chart.set_show_formula(on)
+        self.formula_label.setVisible(on and bool(self.formula_label.text()))
 
     def _round(self, number: int) -> RoundView | None:
         return next((r for r in self.model.rounds if r.round == number), None)
@@ -513,7 +843,9 @@ class RefinementView(QWidget):
             view.set_image(r.image, message)
             seed = f" · seed {r.seed}" if r.seed is not None else ""
             adapter = f" · adapter {r.adapter_version}" if r.adapter_version else ""
-            caption.setText(f"{side.title()}: {r.title}{seed}{adapter}")
+            star = "★ " if r.image_id in self.model.starred else ""
+            ref = " · reference" if r.round >= 0 and r.round == self.model.reference_round else ""
+            caption.setText(f"{side.title()}: {star}{r.title}{seed}{adapter}{ref}")
             i = combo.findData(r.round)
             if r.round >= 0 and i >= 0:
                 combo.setCurrentIndex(i)
@@ -521,6 +853,16 @@ class RefinementView(QWidget):
         has_two = comp.left is not None and comp.right is not None
         for b in self.choice_buttons.values():
             b.setEnabled(has_two)
+        right = comp.right
+        for key, b in self.action_buttons.items():
+            b.setEnabled(key == "gallery" and bool(self.model.rounds) or right is not None)
+        starred = right is not None and right.image_id in self.model.starred
+        self.action_buttons["star"].setText(
+            f"{'★ Starred' if starred else '☆ Star'}  [{shortcuts.label('refine.star')}]"
+        )
+        self.action_buttons["reference"].setEnabled(right is not None and right.round >= 0)
+        if right is not None:
+            self.actions_label.setText(f"{right.title}:")
 
     def _on_question(self, q: Question | None) -> None:
         for b in self._option_buttons:
@@ -530,29 +872,50 @@ class RefinementView(QWidget):
         self.question_card.setVisible(q is not None)
         if q is None:
             self.refine_button.setText("Refine")
+            self.question_reason.setText("")
             return
         self.question_label.setText(f"<b>{html.escape(q.aspect)}</b> — {html.escape(q.text)}")
-        for i, opt in enumerate(q.options[:6]):
-            b = QPushButton(opt)
+        r = self.model.reflection
+        self.question_reason.setText(
+            plain_reason(r.scores, r.ambiguity, r.threshold, q.aspect) if r is not None and r.scores else ""
+        )
+        self.question_reason.setVisible(bool(self.question_reason.text()))
+        keys = shortcuts.keys("refine.answer")
+        for i, opt in enumerate(q.options[: len(keys)]):
+            b = QPushButton(f"{opt}  [{keys[i]}]")
+            b.setProperty("option", opt)
             b.setObjectName(f"optionButton_{i}")
             b.setAccessibleName(f"Answer: {opt}")
-            b.setToolTip(f"Answer “{opt}” and refine")
+            b.setToolTip(plain_tooltip(f"Answer “{opt}” and refine ({keys[i]})"))
+            b.setEnabled(not self.model.busy)
             b.clicked.connect(lambda _=False, o=opt: self.answer(o))
             self.options_row.addWidget(b, i // 3, i % 3)
             self._option_buttons.append(b)
         self.options_hint.setText(
-            "…or type your own answer below and press Refine."
+            "…or type your own answer below and press Enter."
             if q.options
-            else "Type your answer below and press Refine."
+            else "Type your answer below and press Enter."
         )
         self.refine_button.setText("Answer && refine")
+        # Tab order: the prompt box, the answers, Skip, the seed (buttons made now go last otherwise)
+        chain: list[QWidget] = [self.input, *self._option_buttons, self.skip_button, self.seed_spin]
+        for first, then in zip(chain, chain[1:], strict=False):
+            QWidget.setTabOrder(first, then)
 
     def _on_reflection(self, r: RoundView | None) -> None:
         if r is None or not r.scores:
             self.chart.clear()
+            self.reason_label.setText(
+                "The studio says here why it asks, after the first round." if r is None else ""
+            )
+            self.formula_label.setText("")
+            self.formula_label.setVisible(False)
             return
         weights = self.model.store.settings.aspect_weights if self.model.store is not None else None
         self.chart.set_data(r.scores, r.ambiguity, r.threshold, r.question_aspect, r.captions, weights)
+        self.reason_label.setText(plain_reason(r.scores, r.ambiguity, r.threshold, r.question_aspect))
+        self.formula_label.setText(formula(r.scores, r.ambiguity, r.threshold, r.question_aspect))
+        self.formula_label.setVisible(self.formula_check.isChecked())
 
     def _on_prompt(self, text: str) -> None:
         self.prompt_edit.blockSignals(True)
@@ -561,10 +924,7 @@ class RefinementView(QWidget):
         self.use_prompt_button.setEnabled(False)
 
     def _on_prompt_edited(self) -> None:
-        edited = self.prompt_edit.toPlainText().strip()
-        self.use_prompt_button.setEnabled(
-            bool(self.model.rounds) and bool(edited) and edited != self.model.prompt.strip()
-        )
+        self.use_prompt_button.setEnabled(self._d2p_edited() and not self.model.busy)
 
     def _on_busy(self, busy: bool) -> None:
         for w in (
@@ -609,6 +969,7 @@ class RefinementView(QWidget):
             v.set_overlay_visible(on)
 
     def _on_personalisation(self, p: Personalisation) -> None:
+        self._sync_strength()
         self.update_bar.setVisible(p.available and p.remaining is not None)
         if not p.available:
             self.update_label.setText(p.note or "Personalisation is not available in this build.")
@@ -688,17 +1049,24 @@ class RefinementView(QWidget):
                     f"<table width='100%'><tr><td></td><td align='right' bgcolor='#2b4a7a' "
                     f"style='padding:6px'><b>You</b> · round {r.round}<br>{html.escape(you)}</td></tr></table>"
                 )
+            # plain words first: why the studio asks (or not); the numbers stay behind the toggle
+            reason = plain_reason(
+                r.scores, r.ambiguity, r.threshold, r.question_aspect if r.question else None
+            )
             said = r.system_response or f"Round {r.round} is ready."
+            if reason and not r.question:
+                said = reason
             if said != r.question:  # the engine often answers with its question: say it once
                 parts.append(
                     f"<table width='100%'><tr><td bgcolor='#34373d' style='padding:6px'><b>Studio</b> · "
                     f"round {r.round}<br>{html.escape(said)}</td><td></td></tr></table>"
                 )
             if r.question:
+                why = f"<br><i>{html.escape(reason)}</i>" if reason else ""
                 parts.append(
                     f"<table width='100%'><tr><td bgcolor='#4a3b17' style='padding:6px'><b>Studio asks</b> · "
                     f"round {r.round} · {html.escape(r.question_aspect or '')}<br>{html.escape(r.question)}"
-                    "</td><td></td></tr></table>"
+                    f"{why}</td><td></td></tr></table>"
                 )
         self.dialogue_log.setHtml("".join(parts))
         bar = self.dialogue_log.verticalScrollBar()
@@ -706,3 +1074,52 @@ class RefinementView(QWidget):
 
     def sizeHint(self) -> QSize:  # noqa: N802
         return QSize(1360, 820)
+
+
+class RoundGallery(QDialog):
+    """All rounds of the dialogue as large thumbnails; Enter shows the selected round on the
+    right, Ctrl+Enter on the left (a double-click too); Esc closes."""
+
+    picked = Signal(int, bool)  # round number, on the left
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setObjectName("roundGallery")
+        self.setWindowTitle("All rounds of this dialogue")
+        self.setAccessibleName("All rounds of this dialogue")
+        v = QVBoxLayout(self)
+        hint = PlainLabel("Enter: show on the right · Ctrl+Enter: on the left · Esc: close. ★ = starred.")
+        hint.setWordWrap(True)
+        v.addWidget(hint)
+        self.list = QListWidget()
+        self.list.setObjectName("roundGalleryList")
+        self.list.setAccessibleName("Rounds")
+        self.list.setViewMode(QListView.ViewMode.IconMode)
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)
+        self.list.setMovement(QListView.Movement.Static)
+        self.list.setWrapping(True)
+        self.list.setIconSize(QSize(200, 200))
+        self.list.setGridSize(QSize(220, 250))
+        self.list.setWordWrap(True)
+        self.list.itemActivated.connect(self._activated)
+        v.addWidget(self.list, 1)
+        self.resize(960, 640)
+
+    def fill(self, rounds: list[RoundView], starred: frozenset[str], current: RoundView | None) -> None:
+        self.list.clear()
+        for r in rounds:
+            item = QListWidgetItem(f"{'★ ' if r.image_id in starred else ''}Round {r.round}")
+            if r.image is not None:
+                item.setIcon(QIcon(QPixmap.fromImage(r.image)))
+            item.setData(Qt.ItemDataRole.UserRole, r.round)
+            said = r.user_input or ("(skipped)" if r.kind == "skip" else "")
+            item.setToolTip(plain_tooltip(f"{r.prompt}" + (f"\nYou said: {said}" if said else "")))
+            item.setData(Qt.ItemDataRole.AccessibleTextRole, f"Round {r.round}: {r.prompt}")
+            self.list.addItem(item)
+        row = next((i for i, r in enumerate(rounds) if current is not None and r.round == current.round), -1)
+        self.list.setCurrentRow(row if row >= 0 else self.list.count() - 1)
+
+    def _activated(self, item: QListWidgetItem) -> None:
+        left = bool(QApplication.keyboardModifiers() & Qt.KeyboardModifier.ControlModifier)
+        self.picked.emit(int(item.data(Qt.ItemDataRole.UserRole)), left)
+        self.accept()

@@ -94,6 +94,7 @@ def rounds_from_store(store: ProjectStore, dialogue_id: str, tau: float | None) 
                 system_response=t.system_response,
                 question=t.question,
                 question_aspect=t.question_aspect,
+                options=tuple(t.question_options or ()),
                 scores=dict(t.aspect_scores),
                 ambiguity=t.ambiguity,
                 threshold=tau,

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tdri_engine.api import Skip
+from tdri_engine.errors import BadInput
 from tdri_engine.records import DialogueTurn
 from tdri_engine.reflector import Reflector, Settled
 from tdri_engine.settings import ASPECTS, EngineSettings
@@ -98,3 +99,14 @@ def test_a_skip_moves_the_question_on_and_the_options_come_back_on_reopen(demo_e
     assert stored.question_options == list(r1.question.options) and stored.question_options
     again = demo_engine.open_session(tiny_project, dialogue_id=session.dialogue_id)
     assert again.pending_question.options == r1.question.options
+
+
+def test_a_reference_round_is_the_image_the_next_round_edits(demo_engine, tiny_project):
+    session = demo_engine.open_session(tiny_project)
+    r0 = session.start("a linen shirt", seed=7)
+    r1 = session.refine(Skip())
+    assert r1.image.parent_id == r0.image.id  # the latest, by default
+    r2 = session.refine(Skip(), reference=0)
+    assert r2.image.parent_id == r0.image.id and r2.round == 2
+    with pytest.raises(BadInput, match="no round 9"):
+        session.refine(Skip(), reference=9)

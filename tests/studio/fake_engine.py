@@ -112,6 +112,7 @@ class FakeSession:
         self._rounds: list[api.RoundResult] = []
         self._pending: Question | None = None
         self._answers: list[str] = []
+        self.references: list[int | None] = []  # the reference round each refine was asked to edit
         if dialogue_id is not None:
             dialogue = store.get(Dialogue, dialogue_id)
             if dialogue is None:
@@ -143,8 +144,11 @@ class FakeSession:
         self.seed = 1234 if seed is None else seed
         return self._round(prompt, "prompt", prompt, cancel)
 
-    def refine(self, reply: api.Reply, *, cancel: CancelToken | None = None) -> api.RoundResult:
+    def refine(
+        self, reply: api.Reply, *, cancel: CancelToken | None = None, reference: int | None = None
+    ) -> api.RoundResult:
         self.engine.calls.append(("refine", threading.get_ident()))
+        self.references.append(reference)
         if not self._rounds:
             raise BadInput("There is no round to refine yet.", "Generate a first image.")
         last = self._rounds[-1].prompt
@@ -249,6 +253,7 @@ class FakeSession:
             prompt=prompt,
             question=question.text if question else None,
             question_aspect=question.aspect if question else None,
+            question_options=list(question.options) if question else [],
             aspect_scores=scores,
             ambiguity=ambiguity,
             image_id=record.id,

@@ -38,7 +38,8 @@ def test_designer_runs_three_rounds_answers_a_question_and_records_a_preference(
         qtbot.mouseClick(view.generate_button, Qt.MouseButton.LeftButton)
     assert view.question_card.isVisible()
     assert "Which colour" in view.question_label.text()
-    assert [b.text() for b in view._option_buttons] == ["red", "navy", "emerald"]
+    assert [b.property("option") for b in view._option_buttons] == ["red", "navy", "emerald"]
+    assert view._option_buttons[0].text() == "red  [Alt+1]"  # its key on the button
     assert view.chart.ambiguity_of("Color") > view.chart.ambiguity_of("Style")
     assert view.pose_check.isEnabled()  # the fake engine found a pose in round 0
 

@@ -55,7 +55,7 @@ def test_designer_on_the_demo_engine_three_rounds_an_answer_and_a_preference(stu
     q = model.pending_question
     assert q is not None and view.question_card.isVisible() and view._option_buttons
     assert view.chart.summary().startswith("A = ")
-    option = view._option_buttons[0].text()
+    option = view._option_buttons[0].property("option")
 
     with qtbot.waitSignal(model.round_finished, timeout=wait):
         qtbot.mouseClick(view._option_buttons[0], Qt.MouseButton.LeftButton)
