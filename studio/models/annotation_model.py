@@ -459,18 +459,16 @@ class AnnotationModel(QObject):
     def throughput(self) -> float | None:
         """Tasks marked done per hour in this session, over the last hour (None: too early).
 
-        Counted from the marks made here (an undone mark is taken back), over the time since
-        the session's first mark or the hour's start, whichever is later; under a minute of
-        work gives no rate.
+        Counted from the marks made here (an undone mark is taken back), divided by the time
+        since the project was opened or since an hour ago, whichever is later: the pace of the
+        sitting, pauses included, as a team lead would count it. Under a minute gives no rate,
+        and neither does an hour without a mark.
         """
         now = self.clock()
         recent = [t for t in self._done_at.values() if now - t <= THROUGHPUT_WINDOW_S]
         if not recent:
             return None
-        # Work began a little before the first mark (the first task took time too), but not
-        # before the project was opened.
-        began = max(self._session_start, min(recent) - THROUGHPUT_MIN_SPAN_S)
-        span = min(THROUGHPUT_WINDOW_S, now - began)
+        span = now - max(self._session_start, now - THROUGHPUT_WINDOW_S)
         if span < THROUGHPUT_MIN_SPAN_S:
             return None
         return len(recent) * 3600.0 / span
