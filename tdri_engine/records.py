@@ -166,7 +166,7 @@ class PreferencePair(Record):
     TABLE = "preferences"
     id: str = field(default_factory=new_id)
     prompt: str = ""
-    image_left: str = ""  # ImageRecord ids as shown
+    image_left: str = ""  # ImageRecord ids: rounds as shown; an annotation task's images[0], [1]
     image_right: str = ""
     choice: str = Choice.LEFT.value
     source: str = "studio"  # "studio" | "cli" | "annotation"

@@ -525,6 +525,10 @@ class AnnotationView(QWidget):
         self.load_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         self.load_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.load_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.load_button.setToolTip(
+            f"Load images as tasks ({shortcuts.label('annotate.load_images')}); "
+            f"the arrow: a folder ({shortcuts.label('annotate.load_folder')})"
+        )
         menu = QMenu(self.load_button)
         self.load_files_action = QAction(f"Images…\t{shortcuts.label('annotate.load_images')}", menu)
         self.load_folder_action = QAction(f"A folder…\t{shortcuts.label('annotate.load_folder')}", menu)
