@@ -2,7 +2,7 @@
 
 Single keys (1-4, +, -, 0, L) act only when no text box has focus: Qt gives a focused text
 box the key first, so typing "1" in a description types a 1. Esc leaves a text box. Tab moves
-through the annotation view in reading order: left image, left description, right image, right
+through the annotation view as Help says: left image, right image, left description, right
 description, the choices, then the side panel; text boxes let Tab move on.
 
 ``CHIP_KEYS`` are the quick-tag keys: F2-F9 toggle the eight most used tags of the project on
