@@ -16,6 +16,7 @@ from ..records import Annotation, ImageRecord, Task
 from ..validation import check_output_path, html_text
 from .fsutil import atomic_write, storage_error, timestamp
 from .images import provenance_of
+from .positions import map_choice, shown_order
 
 if TYPE_CHECKING:
     from .project import ProjectStore
@@ -100,6 +101,9 @@ def pair_html(store: ProjectStore, task: Task | str, *, base: Path | None = None
     """HTML snippet of a task as the annotation view shows it: one ``<figure>`` per image with
     its description and tags in the ``<figcaption>``.
 
+    A pair's figures come in the order the annotator saw them (``store/positions.py``), each
+    with ``data-shown="left|right"``; the choice line names the winning image
+    (``data-winner``), since "left" in the task's own order need not be the left one on screen.
     Image sources are relative to ``base`` (default: the project folder). Every piece of
     user text is HTML-escaped, its control characters written as visible escapes (``\\x1b``):
     HTML has no place for them. A record whose size is not a whole number (``db.json`` edited
@@ -117,16 +121,20 @@ def pair_html(store: ProjectStore, task: Task | str, *, base: Path | None = None
     out = [f'<section class="tdri-{kind}" data-task-id="{esc(task.id)}">']
     if task.name:
         out.append(f'  <h3 class="tdri-task-name">{esc(task.name)}</h3>')
-    for image_id in task.images:
+    order = shown_order(task)
+    sides = ["left", "right"] if kind == "pair" else []
+    for position, index in enumerate(order):
+        image_id = task.images[index]
+        shown = f' data-shown="{sides[position]}"' if sides else ""
         record = store.get(ImageRecord, image_id)
         if record is None:
             out.append(
-                f'  <figure class="tdri-image tdri-missing" data-image-id="{esc(image_id)}">'
+                f'  <figure class="tdri-image tdri-missing" data-image-id="{esc(image_id)}"{shown}>'
                 f"<figcaption>Image missing: {esc(image_id)}</figcaption></figure>"
             )
             continue
         alt = record.prompt or record.name or record.id
-        out.append(f'  <figure class="tdri-image" data-image-id="{esc(record.id)}">')
+        out.append(f'  <figure class="tdri-image" data-image-id="{esc(record.id)}"{shown}>')
         out.append(
             f'    <img src="{esc(_src(store, record, base))}" alt="{esc(alt)}" '
             f'width="{_pixels(record, "width")}" height="{_pixels(record, "height")}">'
@@ -141,6 +149,17 @@ def pair_html(store: ProjectStore, task: Task | str, *, base: Path | None = None
         out.append("    </figcaption>")
         out.append("  </figure>")
     if ann and ann.choice:
-        out.append(f'  <p class="tdri-choice">Choice: {esc(ann.choice)}</p>')
+        winner = {"left": 0, "right": 1}.get(ann.choice)
+        if winner is not None and winner < len(task.images):
+            win_id = task.images[winner]
+            record = store.get(ImageRecord, win_id)
+            name = (record.name if record is not None else "") or win_id
+            side = map_choice(ann.choice, order)
+            out.append(
+                f'  <p class="tdri-choice" data-winner="{esc(win_id)}">Choice: the {side} image '
+                f"({esc(name)}) is better</p>"
+            )
+        else:
+            out.append(f'  <p class="tdri-choice">Choice: {esc(ann.choice.replace("_", " "))}</p>')
     out.append("</section>")
     return "\n".join(out)

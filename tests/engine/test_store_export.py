@@ -18,6 +18,7 @@ from tdri_engine.errors import TdriError
 from tdri_engine.records import Annotation, Choice, ImageRecord, Task
 from tdri_engine.store import annotations_jsonl, open_project, pair_html, read_provenance
 from tdri_engine.store.cli import register
+from tdri_engine.store.positions import shown_order
 from tdri_engine.store.sample import build_sample
 
 REPO_SAMPLE = Path(__file__).resolve().parents[2] / "projects" / "sample"
@@ -92,7 +93,12 @@ def test_pair_html_shows_two_figures_and_escapes_every_user_text(annotated):
     parsed.feed(snippet)
     assert parsed.tags.count("figure") == 2 and parsed.tags.count("figcaption") == 2
     assert "script" not in parsed.tags and "b" not in parsed.tags
-    assert parsed.srcs == [images[0].file, images[1].file]  # relative to the project folder
+    # relative to the project folder, in the order the annotator saw them (store/positions.py)
+    seen = [images[i].file for i in shown_order(store.get(Task, "t1"))]
+    assert parsed.srcs == seen
+    # the choice names the winning image and the side it was shown on
+    side = "left" if shown_order(store.get(Task, "t1"))[0] == 0 else "right"
+    assert f'data-winner="{images[0].id}">Choice: the {side} image' in snippet
     text = "".join(parsed.text)
     assert NASTY in text and '"long"' in text and "<i>" in text  # shown as typed
     for src in parsed.srcs:
@@ -100,7 +106,7 @@ def test_pair_html_shows_two_figures_and_escapes_every_user_text(annotated):
 
     from_exports = _Figures()
     from_exports.feed(pair_html(store, "t1", base=store.exports_dir))
-    assert from_exports.srcs == [f"../{images[0].file}", f"../{images[1].file}"]
+    assert from_exports.srcs == [f"../{f}" for f in seen]
 
 
 def test_pair_html_of_an_unannotated_task_and_a_missing_image(annotated):
