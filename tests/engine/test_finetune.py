@@ -224,3 +224,79 @@ def test_the_saved_lora_loads_in_a_plain_diffusers_pipeline(tiny_sd_dir: Path, t
         "pytorch_lora_weights.safetensors",
     ]
     assert trained.sample_image is not None and Image.open(trained.sample_image).size == (32, 32)
+
+
+def _project_adapters(tiny_sd_dir: Path, root: Path, seeds: tuple[int, ...]) -> list[Path]:
+    """Project DPO adapters as the DPO trainer writes them (``attach_lora`` + ``save_adapter``),
+    with random B matrices standing in for an update's result."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from tdri_engine.optimizer.dpo import DPOConfig, attach_lora, detach_lora
+    from tdri_engine.optimizer.trainer import save_adapter
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+    out = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        state = attach_lora(pipe.unet, DPOConfig(rank=4))
+        with torch.no_grad():
+            for name, p in pipe.unet.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.2)
+        out.append(root / f"v{seed:04d}")
+        save_adapter(pipe, pipe.unet, out[-1])
+        detach_lora(pipe.unet, state)
+    return out
+
+
+def test_a_profile_with_a_domain_lora_stacks_the_project_adapter_and_each_switch_changes_the_image(
+    tiny_sd_dir: Path, trained, tmp_path: Path
+):
+    from tdri_engine.generator import Generator
+    from tdri_engine.models import DomainLora, ModelRegistry, profile_from_dict
+    from tdri_engine.settings import EngineSettings
+
+    p1, p2, other_domain = _project_adapters(tiny_sd_dir, tmp_path, (1, 2, 3))
+    profile = profile_from_dict(
+        {
+            "name": "house",
+            "roles": {"generator": {"kind": "sd15", "source": str(tiny_sd_dir)}},
+            "domain_lora": {"path": str(trained.lora_dir), "weight": 1.0, "trigger_words": ["teal"]},
+        }
+    )
+    gen = Generator(ModelRegistry(profile, device="cpu"), EngineSettings(width=64, height=64, steps=2))
+    assert gen.domain_lora == DomainLora(str(trained.lora_dir), 1.0, ("teal",))
+
+    def image(domain: Path | None, adapter: Path | None, seed: int, weight: float = 1.0) -> np.ndarray:
+        gen.domain_lora = DomainLora(str(domain), weight) if domain else None
+        result = gen.generate("a teal dress", seed=seed, adapter_dir=adapter)
+        assert not result.warnings, result.warnings
+        return np.asarray(result.image, dtype=np.float32)
+
+    def diff(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - b).mean())
+
+    seeds = range(5)
+
+    def images(domain: Path | None, adapter: Path | None, weight: float = 1.0) -> list[np.ndarray]:
+        return [image(domain, adapter, seed, weight) for seed in seeds]  # one switch, five seeds
+
+    both = images(trained.lora_dir, p1)
+    switched = {
+        "project": images(trained.lora_dir, p2),
+        "domain": images(other_domain, p1),
+        "no domain": images(None, p1),
+        "no project": images(trained.lora_dir, None),
+    }
+    # switching back gives the very same pictures: nothing of the other adapters lingers
+    assert [diff(a, b) for a, b in zip(both, images(trained.lora_dir, p1), strict=True)] == [0.0] * 5
+    # weights: the domain LoRA at weight 0 is the bare generator under the project adapter
+    zero = images(trained.lora_dir, p1, weight=0.0)
+    assert max(diff(a, b) for a, b in zip(zero, switched["no domain"], strict=True)) < 0.5
+    gaps = {name: [diff(a, b) for a, b in zip(both, other, strict=True)] for name, other in switched.items()}
+    # measured (mean |difference| in 0-255 levels, seeds 0-4): project 13.1-13.8, domain 13.5-14.6,
+    # no domain 2.3-2.5 (the 6-step LoRA), no project 10.0-10.4; seeds never differ by chance here
+    # (the same inputs give the same picture, asserted above), so 1.0 is a safe floor
+    for name, values in gaps.items():
+        assert min(values) > 1.0, (name, values)
