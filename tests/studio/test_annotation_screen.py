@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.ui.message_bar import NOTE_TIMEOUT_MS
+from studio.ui.message_bar import LEVEL_COLOURS, NOTE_TIMEOUT_MS
 from tdri_engine.events import Error
 
 
@@ -49,6 +49,10 @@ def test_messages_keep_the_images_where_they_are_errors_stay_notes_fade_and_the_
     qtbot.wait(50)
     assert (view.panes[0].view.geometry(), bar.height()) == before
     assert bar.current().title == "File 2 was not imported."  # the newest error is shown
+    # the icon is painted, not a font glyph (with the default fonts "⛔" was an empty box)
+    icon = bar.icon.grab().toImage()
+    colours = {icon.pixelColor(x, y).name() for x in range(icon.width()) for y in range(icon.height())}
+    assert LEVEL_COLOURS["error"] in colours and "#ffffff" in colours
     assert "+2 more" in bar.more_button.text()
 
     qtbot.waitUntil(lambda: note not in bar.messages, timeout=3000)  # the note faded...
@@ -151,3 +155,14 @@ def test_file_dialogs_open_in_the_folder_used_last_and_long_names_are_whole_in_t
     name = view.model.current.name
     assert len(name) > 10 and view.task_title.toolTip().count(name) == 1
     assert name in view.task_title.text()
+
+
+def test_no_key_of_the_annotation_view_is_taken_twice():
+    """Two shortcuts on one key in one window are ambiguous to Qt: neither fires."""
+    from studio import shortcuts
+
+    def keys(where: set[str]) -> list[str]:
+        return [k for s in shortcuts.SHORTCUTS.values() if s.where in where for k in s.keys]
+
+    bound = keys({"Annotate", "Image", "Everywhere"})
+    assert len(bound) == len(set(bound)), sorted(k for k in bound if bound.count(k) > 1)
