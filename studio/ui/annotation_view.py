@@ -610,6 +610,7 @@ class AnnotationView(QWidget):
         for n in range(len(shortcuts.CHIP_KEYS)):
             chip = QToolButton()
             chip.setObjectName(f"tagChip{n + 1}")
+            chip.setAccessibleName(f"Quick tag {n + 1} ({shortcuts.CHIP_KEYS[n]})")
             chip.setCheckable(True)
             chip.setProperty("role", "chip")
             chip.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
