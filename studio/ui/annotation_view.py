@@ -143,7 +143,8 @@ class TaskListModel(QAbstractListModel):
             suffix = f"  · {', '.join(extra)}" if extra else ""
             return f"{mark} {self._numbers.get(task.id, 0)}. {task.name or task.id}{suffix}"
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{task.name}\n{task.source}\nstatus: {task.status}"
+            # the whole name (the row may be elided), as typed
+            return plain_tooltip(f"{task.name}\n{task.source}\nstatus: {task.status}")
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"Task {self._numbers.get(task.id, 0)}, {task.name}, {'done' if row.done else 'to do'}"
         return None

@@ -155,6 +155,8 @@ def test_file_dialogs_open_in_the_folder_used_last_and_long_names_are_whole_in_t
     name = view.model.current.name
     assert len(name) > 10 and view.task_title.toolTip().count(name) == 1
     assert name in view.task_title.text()
+    row = view.task_list_model.index(view.task_list_model.row_of(view.model.current.id))
+    assert name in view.task_list_model.data(row, Qt.ItemDataRole.ToolTipRole)  # the list elides
 
 
 def test_no_key_of_the_annotation_view_is_taken_twice():
