@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListView,
     QListWidget,
     QListWidgetItem,
@@ -553,6 +554,11 @@ class RefinementView(QWidget):
             sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             sc.activated.connect(functools.partial(self.answer_nth, i))
 
+    def _back_to_work(self) -> None:
+        """After a dialog of the view closes: the window is active again, the keys go to the work."""
+        self.window().activateWindow()
+        self.focus_work()
+
     def focus_work(self) -> None:
         """Where the work is: the prompt box (prompt, answer, feedback); the window calls this
         when the view is shown, on a tab switch and after a project opens."""
@@ -677,9 +683,14 @@ class RefinementView(QWidget):
         dlg.setOption(QFileDialog.Option.DontUseNativeDialog, True)  # keys work the same everywhere
         dlg.setDefaultSuffix("png")
         dlg.fileSelected.connect(lambda p: self.tasks.spawn(self.model.save_image_as(r, p)))
-        dlg.finished.connect(lambda _r: self.focus_work())
+        dlg.finished.connect(lambda _r: self._back_to_work())
         self.save_dialog = dlg
         dlg.open()
+        dlg.activateWindow()  # the keys go to the file name at once (some platforms need asking)
+        name_box = dlg.findChild(QLineEdit, "fileNameEdit")
+        if name_box is not None:
+            name_box.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
+            name_box.selectAll()
         return dlg
 
     def copy_image(self) -> bool:
@@ -719,9 +730,11 @@ class RefinementView(QWidget):
         if self.gallery is None:
             self.gallery = RoundGallery(self)
             self.gallery.picked.connect(self._on_gallery_pick)
+            self.gallery.finished.connect(lambda _r: self._back_to_work())
         self.gallery.fill(self.model.rounds, self.model.starred, self.model.comparison.right)
         self.gallery.open()
-        self.gallery.list.setFocus()
+        self.gallery.activateWindow()
+        self.gallery.list.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
         return self.gallery
 
     def _on_gallery_pick(self, number: int, left: bool) -> None:
