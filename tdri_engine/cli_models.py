@@ -15,6 +15,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .models import check_profile, load_profile
+    from .models import check_profile, list_profiles, load_profile
     from .validation import terminal_safe as t
 
     # a profile can come from a shared project: every name, path and reason in it is shown escaped
@@ -158,6 +159,7 @@ def _check(args: argparse.Namespace) -> int:
             if s.reason:
                 print(f"{'':<11} {t(s.reason)}")
             print(f"{'':<11} fix: {t(s.what_to_do)}")
+    lora_problem = _check_domain_lora(profile)
     refused = [s.role for s in statuses if s.refused]
     if refused:  # even an optional role: a folder with custom code or pickles is never "fine"
         print(
@@ -167,10 +169,35 @@ def _check(args: argparse.Namespace) -> int:
     missing = [s.role for s in statuses if s.required and not s.found and not s.refused]
     if missing:
         print(f"Missing required roles: {', '.join(missing)}.", file=sys.stderr)
-    if refused or missing:
+    others = [n for n in list_profiles() if n != profile.name]
+    print(f"Other profiles here: {', '.join(t(n) for n in others)} (tdri models check --profile NAME).")
+    if refused or missing or lora_problem:
         return 1
     print("All required models were found.")
     return 0
+
+
+def _check_domain_lora(profile: Any) -> str:
+    """Print the profile's domain LoRA (``tdri finetune``); returns why it is unusable, or ""."""
+    if profile.domain_lora is None:
+        return ""
+    from .finetune.profiles import domain_lora_problem
+    from .validation import terminal_safe as t
+
+    lora = profile.domain_lora
+    problem = domain_lora_problem(profile)
+    words = ", ".join(lora.trigger_words)
+    print(
+        f"{'domain LoRA':<11} weight {lora.weight:g}"
+        + (f", trigger words: {t(words)}" if words else "")
+        + ("  UNUSABLE" if problem else "  found")
+    )
+    print(f"{'':<11} at {t(lora.path)}")
+    if problem:
+        print(f"{'':<11} {t(problem)}")
+        print(f"{'':<11} fix: run `tdri finetune` again, or remove 'domain_lora' from the profile JSON.")
+        print("The profile's domain LoRA cannot be used: images would be made without it.", file=sys.stderr)
+    return problem
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -300,3 +300,36 @@ def test_a_profile_with_a_domain_lora_stacks_the_project_adapter_and_each_switch
     # (the same inputs give the same picture, asserted above), so 1.0 is a safe floor
     for name, values in gaps.items():
         assert min(values) > 1.0, (name, values)
+
+
+def test_the_registered_profile_is_listed_and_checked_with_its_domain_lora(
+    tiny_sd_dir: Path, trained, tmp_path: Path, capsys
+):
+    import shutil
+
+    from tdri_engine import models
+    from tdri_engine.finetune.profiles import profile_data, register_profile
+
+    base = resolve_base(str(tiny_sd_dir))
+    lora = tmp_path / "lora"
+    shutil.copytree(trained.lora_dir, lora)
+    data = profile_data("house-teal", base, lora, trigger_words=("teal",), sample_image=trained.sample_image)
+    register_profile(data)
+    assert "house-teal" in models.list_profiles()
+    profile = models.load_profile("house-teal")
+    assert profile.domain_lora == models.DomainLora(str(lora), 1.0, ("teal",))
+    assert profile.spec("generator").source == str(base.path) and profile.sample_image
+    assert models.model_name(profile, "generator") == f"{base.path.name}+house-teal"
+
+    tdri(["models", "check", "--profile", "house-teal"])  # exit 1: sd15's other roles are not here
+    out = capsys.readouterr().out
+    assert "domain LoRA weight 1, trigger words: teal  found" in out and str(lora) in out
+    tdri(["models", "check", "--profile", "demo"])
+    listed = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("Other profiles here:")
+    ]
+    assert len(listed) == 1 and "house-teal" in listed[0]
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"garbage")
+    assert tdri(["models", "check", "--profile", "house-teal"]) == 1
+    out = capsys.readouterr().out
+    assert "UNUSABLE" in out and "not a readable safetensors file" in out
