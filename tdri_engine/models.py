@@ -711,6 +711,19 @@ def list_profiles() -> list[str]:
     return names
 
 
+def profile_choice_label(name: str) -> str:
+    """How a profile reads in a list to choose from: its name, and what sets it apart (tiny
+    random models; a domain LoRA with its trigger words). An unreadable profile is its name."""
+    try:
+        profile = load_profile(name)
+    except TdriError:
+        return name
+    if profile.domain_lora is not None:
+        words = ", ".join(profile.domain_lora.trigger_words)
+        return f"{name}  (fine-tuned{': ' + words if words else ''})"
+    return name + ("  (tiny random models)" if name == "demo" else "")
+
+
 # --------------------------------------------------------------------------------------------
 # Offline resolution
 

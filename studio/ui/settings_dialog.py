@@ -376,7 +376,7 @@ class SettingsDialog(QDialog):
         if current not in names:
             names.append(current)
         for n in names:
-            self.profile_combo.addItem(n + ("  (tiny random models)" if n == "demo" else ""), n)
+            self.profile_combo.addItem(models.profile_choice_label(n), n)
         self.profile_combo.setCurrentIndex(max(0, self.profile_combo.findData(current)))
         self.profile_combo.blockSignals(False)
         self.profile_combo.currentIndexChanged.connect(lambda _i: self._show_tau_rate())
