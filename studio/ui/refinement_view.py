@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
@@ -75,6 +76,11 @@ CHOICES = (
     (Choice.TIE, "Tie", "refine.tie"),
     (Choice.BOTH_BAD, "Both bad", "refine.both_bad"),
 )
+
+
+def is_alive(widget: QWidget) -> bool:
+    """Whether the Qt side of ``widget`` still exists (a round may end after its window closed)."""
+    return shiboken6.isValid(widget)
 
 
 QUIT_AGAIN_S = 8.0  # a second Ctrl+Q within this time stops the running round and quits
@@ -622,7 +628,7 @@ class RefinementView(QWidget):
 
         def restore(f: asyncio.Future) -> None:
             ok = not f.cancelled() and f.exception() is None and f.result() is not None
-            if not ok:
+            if not ok and is_alive(self.prompt_edit):
                 self.prompt_edit.setPlainText(text)
 
         fut.add_done_callback(restore)
@@ -639,9 +645,10 @@ class RefinementView(QWidget):
         self._in_flight_text = text
 
         def restore(f: asyncio.Future) -> None:
-            self._in_flight_text = ""
+            if self._in_flight_text == text:  # not a later round's text (callbacks run late)
+                self._in_flight_text = ""
             ok = not f.cancelled() and f.exception() is None and f.result() is not None
-            if not ok and not self.input.toPlainText():
+            if not ok and is_alive(self.input) and not self.input.toPlainText():
                 self.input.setPlainText(text)
 
         fut.add_done_callback(restore)
@@ -903,6 +910,7 @@ class RefinementView(QWidget):
             b.setEnabled(not self.model.busy)
             b.clicked.connect(lambda _=False, o=opt: self.answer(o))
             self.options_row.addWidget(b, i // 3, i % 3)
+            b.setVisible(True)  # now, not on the next event loop pass: a Tab pressed at once finds it
             self._option_buttons.append(b)
         self.options_hint.setText(
             "…or type your own answer below and press Enter."
