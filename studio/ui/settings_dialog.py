@@ -5,6 +5,12 @@ Engine settings belong to the project and are saved with ``store.save_settings``
 (``tdri_engine.models.save_profile``); studio preferences (projects folder, automatic updates)
 in ``studio.json`` under ``tdri_home()``. Nothing is saved until Save, and an invalid value
 is shown in the dialog instead of closing it.
+
+Every setting reads in words, with its unit and range in the label and one line under it
+saying what it changes in the images or the dialogue; the paper's symbols follow in
+parentheses. The method's own parameters (τ, the aspect weights wᵢ, α, β) sit apart in an
+"Advanced" group: a designer seldom needs them, and they are the ones a wrong value quietly
+spoils (a question every round, or never).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -38,6 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.prefs import StudioPrefs
+from studio.ui.ambiguity_chart import aspect_words
 from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.workers import store_io
 from tdri_engine.errors import TdriError
@@ -177,11 +186,18 @@ class SettingsDialog(QDialog):
         self.role_folder_button.clicked.connect(self._choose_role_folder)
 
     def _form_tab(self, name: str, title: str) -> QFormLayout:
+        """A tab holding one form, in a scroll area (the "what it changes" lines make it long)."""
         tab = QWidget()
         tab.setObjectName(name)
         form = QFormLayout(tab)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.tabs.addTab(tab, title)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        scroll = QScrollArea()
+        scroll.setObjectName(f"{name}Scroll")
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(tab)
+        self.tabs.addTab(scroll, title)
         return form
 
     def _spin(self, name: str, lo: int, hi: int, step: int = 1) -> QSpinBox:
@@ -217,97 +233,267 @@ class SettingsDialog(QDialog):
     def _optional(spin: QDoubleSpinBox) -> float | None:
         return None if spin.value() <= spin.minimum() else spin.value()
 
-    def _combo(self, name: str, items: tuple[str, ...]) -> QComboBox:
+    def _combo(self, name: str, items: tuple[str | tuple[str, str], ...]) -> QComboBox:
+        """Items are values, or (words shown, value) pairs."""
         c = QComboBox()
         c.setObjectName(name)
         c.setAccessibleName(name)
         for it in items:
-            c.addItem(it, it)
+            text, value = it if isinstance(it, tuple) else (it, it)
+            c.addItem(text, value)
         return c
 
-    def _row(self, form: QFormLayout, label: str, widget: QWidget, field: str | None = None) -> None:
-        if not widget.accessibleName():
-            widget.setAccessibleName(label.rstrip(":"))
+    def _row(
+        self, form: QFormLayout, label: str, widget: QWidget, field: str | None = None, what: str = ""
+    ) -> None:
+        """``label`` in words with unit and range; ``what``: one line on what the value changes."""
+        widget.setAccessibleName(label.rstrip(":"))
         if field:
-            widget.setToolTip(EngineSettings.help(field))
+            widget.setToolTip(plain_tooltip(f"{what}\n\n{field}: {EngineSettings.help(field)}".strip()))
         form.addRow(label, widget)
+        if what:
+            line = PlainLabel(what)
+            line.setObjectName(f"{widget.objectName() or field}What")
+            line.setProperty("role", "hint")
+            line.setWordWrap(True)
+            form.addRow("", line)
 
     def _build_generation_tab(self) -> None:
         f = self._form_tab("generationTab", "Generation")
         self.device_combo = self._combo("device", ("auto", "cpu", "cuda", "mps"))
         self.device_combo.setEditable(True)  # cuda:1 ...
-        self._row(f, "Device:", self.device_combo, "device")
+        self._row(
+            f,
+            "Where the models run:",
+            self.device_combo,
+            "device",
+            "auto takes the GPU when there is one; cpu always works, many times slower.",
+        )
         self.dtype_combo = self._combo("dtype", ("auto", "fp16", "bf16", "fp32"))
-        self._row(f, "Precision (dtype):", self.dtype_combo, "dtype")
+        self._row(
+            f,
+            "Number precision:",
+            self.dtype_combo,
+            "dtype",
+            "fp16 and bf16 halve the GPU memory a model needs; auto uses fp32 on the CPU.",
+        )
         self.steps_spin = self._spin("steps", 1, 500)
-        self._row(f, "Steps:", self.steps_spin, "steps")
+        self.steps_spin.setSuffix(" steps")
+        self._row(
+            f,
+            "Denoising steps (1–500):",
+            self.steps_spin,
+            "steps",
+            "More steps give finer images; a round takes about as much longer.",
+        )
         self.guidance_spin = self._dspin("guidance", 0.0, 30.0, 0.5, 1)
-        self._row(f, "Guidance:", self.guidance_spin, "guidance")
+        self._row(
+            f,
+            "Follow the prompt (guidance, 0–30):",
+            self.guidance_spin,
+            "guidance",
+            "Higher follows the words more literally; far above 10 colours turn harsh. 7.5 is usual.",
+        )
         size = QHBoxLayout()
         self.width_spin = self._spin("width", 64, 4096, 8)
         self.height_spin = self._spin("height", 64, 4096, 8)
+        for spin, name in ((self.width_spin, "Image width"), (self.height_spin, "Image height")):
+            spin.setSuffix(" px")
+            spin.setAccessibleName(name)
         size.addWidget(self.width_spin)
         size.addWidget(PlainLabel("×"))
         size.addWidget(self.height_spin)
         size_w = QWidget()
+        size_w.setObjectName("imageSize")
         size_w.setLayout(size)
         size.setContentsMargins(0, 0, 0, 0)
-        self._row(f, "Size (px):", size_w, "width")
+        self._row(
+            f,
+            "Image size (64–4096 px, multiples of 8):",
+            size_w,
+            "width",
+            "Bigger takes longer and more memory; the models draw best near the size they learnt "
+            "(512 px for SD 1.5, 1024 px for SDXL).",
+        )
         self.negative_edit = QLineEdit()
         self.negative_edit.setObjectName("negative_prompt")
-        self.negative_edit.setAccessibleName("Negative prompt")
-        self._row(f, "Negative prompt:", self.negative_edit, "negative_prompt")
-        self.refine_mode_combo = self._combo("refine_mode", ("edit", "scratch"))
-        self._row(f, "Refine by:", self.refine_mode_combo, "refine_mode")
+        self._row(
+            f,
+            "Never show (negative prompt):",
+            self.negative_edit,
+            "negative_prompt",
+            "Words every image should avoid, e.g. “blurry, extra fingers”.",
+        )
+        self.refine_mode_combo = self._combo(
+            "refine_mode", (("edit the previous image", "edit"), ("draw anew, same pose", "scratch"))
+        )
+        self._row(
+            f,
+            "Later rounds:",
+            self.refine_mode_combo,
+            "refine_mode",
+            "Editing keeps the picture and changes what you asked for; drawing anew may change "
+            "everything but the pose.",
+        )
         self.edit_strength_spin = self._dspin("edit_strength", 0.05, 1.0)
-        self._row(f, "Edit strength:", self.edit_strength_spin, "edit_strength")
+        self._row(
+            f,
+            "Edit strength (0.05–1.00):",
+            self.edit_strength_spin,
+            "edit_strength",
+            "How much an edit may change the image: low keeps it and changes details, 1.00 redraws "
+            "it. Also beside the seed on the Refine tab.",
+        )
         self.use_pose_check = QCheckBox("Keep round 0's pose in later rounds")
         self.use_pose_check.setObjectName("use_pose")
-        self._row(f, "Pose:", self.use_pose_check, "use_pose")
+        self._row(
+            f,
+            "Pose:",
+            self.use_pose_check,
+            "use_pose",
+            "The model keeps the same stance round after round (a pose ControlNet).",
+        )
         self.pose_strength_spin = self._dspin("pose_strength", 0.0, 2.0)
-        self._row(f, "Pose strength:", self.pose_strength_spin, "pose_strength")
+        self._row(
+            f,
+            "How strictly the pose is kept (0–2):",
+            self.pose_strength_spin,
+            "pose_strength",
+            "0 ignores the pose, 1 follows it, above 1 forces it even against the prompt.",
+        )
         self.pose_sigma_spin = self._dspin("pose_sigma", 0.0, 50.0, 0.5, 1)
-        self._row(f, "Pose smoothing σ:", self.pose_sigma_spin, "pose_sigma")
+        self.pose_sigma_spin.setSuffix(" px")
+        self._row(
+            f,
+            "Pose smoothing (σ, 0–50 px):",
+            self.pose_sigma_spin,
+            "pose_sigma",
+            "Blurs the pose map so it guides loosely; 0 keeps its sharp lines.",
+        )
         self.offload_check = QCheckBox("Offload idle models to the CPU (small GPUs)")
         self.offload_check.setObjectName("cpu_offload")
-        self._row(f, "Memory:", self.offload_check, "cpu_offload")
+        self._row(
+            f,
+            "Memory:",
+            self.offload_check,
+            "cpu_offload",
+            "Fits the models on a small GPU; each round gets slower.",
+        )
 
     def _build_dialogue_tab(self) -> None:
         f = self._form_tab("dialogueTab", "Dialogue")
+        self.summarizer_combo = self._combo(
+            "summarizer", (("rules (fast, predictable)", "structured"), ("the language model", "llm"))
+        )
+        self._row(
+            f,
+            "Next prompt written by:",
+            self.summarizer_combo,
+            "summarizer",
+            "Who turns the dialogue into the next round's prompt (shown, editable, on the Refine tab).",
+        )
+        self.questioner_combo = self._combo(
+            "questioner", (("templates, with one-click answers", "template"), ("the language model", "llm"))
+        )
+        self._row(
+            f,
+            "Questions written by:",
+            self.questioner_combo,
+            "questioner",
+            "The language model words questions more freely; the templates are quicker.",
+        )
+
+        advanced = QGroupBox("Advanced: the method's parameters (the paper's τ, wᵢ, α, β)")
+        advanced.setObjectName("advancedMethodGroup")
+        a = QFormLayout(advanced)
+        a.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        note = PlainLabel(
+            "These tune when the studio asks and how the dialogue becomes a prompt. The defaults are "
+            "calibrated for the model profile; change them to study the method."
+        )
+        note.setObjectName("advancedNote")
+        note.setWordWrap(True)
+        a.addRow(note)
         self.tau_spin = self._optional_dspin("tau", 0.0, 1.0, 0.01)
-        self._row(f, "Ambiguity threshold τ:", self.tau_spin, "tau")
+        self._row(
+            a,
+            "Ask when the image is this unclear (τ, 0–1):",
+            self.tau_spin,
+            "tau",
+            "Lower asks more often, higher less. The lowest position uses the value calibrated "
+            "for this profile's models.",
+        )
         self.tau_rate_label = PlainLabel("")  # the tau in force and the question rate it implies
         self.tau_rate_label.setObjectName("tauRateLabel")
-        f.addRow("", self.tau_rate_label)
+        a.addRow("", self.tau_rate_label)
         self.tau_spin.valueChanged.connect(lambda _v: self._show_tau_rate())
         self.weight_spins: dict[str, QDoubleSpinBox] = {}
-        for a in ASPECTS:
-            s = self._dspin(f"weight_{a}", 0.0, 1.0, 0.01, 3)
-            s.setAccessibleName(f"Weight of {a}")
-            self.weight_spins[a] = s
-            self._row(f, f"Weight w of {a}:", s, "aspect_weights")
+        for i, asp in enumerate(ASPECTS):
+            spin = self._dspin(f"weight_{asp}", 0.0, 1.0, 0.01, 3)
+            self.weight_spins[asp] = spin
+            words = aspect_words(asp)
+            what = (
+                "How much each part of the image counts in “how unclear”: a part at 0 is never asked "
+                "about; together they should add up to about 1."
+                if i == len(ASPECTS) - 1
+                else ""
+            )
+            self._row(a, f"Weight of the {words} (w, {asp}, 0–1):", spin, "aspect_weights", what)
+            spin.setAccessibleName(f"Weight of {asp}")
         self.alpha_spin = self._dspin("alpha", 0.0, 1.0)
-        self._row(f, "History weight α:", self.alpha_spin, "alpha")
+        self._row(
+            a,
+            "Weight of the dialogue so far (α, 0–1):",
+            self.alpha_spin,
+            "alpha",
+            "Higher keeps more of the earlier rounds' words in the next image (eq. 2).",
+        )
         self.beta_spin = self._dspin("beta", 0.0, 1.0)
-        self._row(f, "Latest input weight β:", self.beta_spin, "beta")
-        self.summarizer_combo = self._combo("summarizer", ("structured", "llm"))
-        self._row(f, "Summarizer:", self.summarizer_combo, "summarizer")
-        self.questioner_combo = self._combo("questioner", ("template", "llm"))
-        self._row(f, "Questions by:", self.questioner_combo, "questioner")
+        self._row(
+            a,
+            "Weight of your latest words (β, 0–1):",
+            self.beta_spin,
+            "beta",
+            "Higher makes your latest answer or feedback count more in the next image.",
+        )
+        f.addRow(advanced)
 
     def _build_updates_tab(self) -> None:
         f = self._form_tab("updatesTab", "Personalisation")
         self.update_every_spin = self._spin("update_every", 2, 10000)
-        self._row(f, "Update after N choices:", self.update_every_spin, "update_every")
+        self.update_every_spin.setSuffix(" choices")
+        self._row(
+            f,
+            "Update your adapter after (2–10000):",
+            self.update_every_spin,
+            "update_every",
+            "Fewer: it learns sooner from less; more: each update is steadier and takes longer.",
+        )
         self.auto_update_check = QCheckBox("Start the update by itself when N choices are collected")
         self.auto_update_check.setObjectName("auto_update")
         self.auto_update_check.setAccessibleName("Update automatically")
         f.addRow("Automatic:", self.auto_update_check)
         self.ae_check = QCheckBox("Attend-and-Excite rescues forgotten subjects")
         self.ae_check.setObjectName("use_attend_excite")
-        self._row(f, "Attend-and-Excite:", self.ae_check, "use_attend_excite")
+        self._row(
+            f,
+            "Redraw a round that leaves out a subject:",
+            self.ae_check,
+            "use_attend_excite",
+            "When the image misses part of the prompt, the round is drawn again with attention on "
+            "the missing words; such a round takes about twice as long.",
+        )
         self.ae_spin = self._optional_dspin("ae_threshold", 0.0, 1.0, 0.01)
-        self._row(f, "A&E threshold:", self.ae_spin, "ae_threshold")
+        self._row(
+            f,
+            "Redraw when the image strays this far (0–1):",
+            self.ae_spin,
+            "ae_threshold",
+            "Lower redraws more often. The lowest position uses the value calibrated for the "
+            "profile's models.",
+        )
+        self.ae_check.setAccessibleName("Attend-and-Excite")
+        self.auto_update_check.setAccessibleName("Update automatically")
 
     def _build_projects_tab(self) -> None:
         f = self._form_tab("projectsTab", "Projects")
