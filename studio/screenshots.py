@@ -1,8 +1,11 @@
 """``tdri-studio --screenshots DIR``: pictures of the studio with a project loaded.
 
-Works on a throwaway copy of the project (the user's files never change), runs one short
-dialogue on the engine when the project has none (so the refinement view shows real rounds),
-and saves ``annotation.png``, ``refinement.png`` and ``settings.png``.
+Works on a throwaway copy of the project (the user's files never change), runs a short
+dialogue on the engine when the project has none (so the refinement view shows real rounds,
+and goes on until a question is pending), and saves ``annotation.png``, ``refinement.png`` and
+``settings.png`` at 1440×900, then ``annotation-1920x1080.png`` and ``refinement-1920x1080.png``.
+Each view is shown as it is used: a message in the strip from a real action (the HTML snippet
+copied, the round's image copied), the round actions under the images.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from tdri_engine.records import Annotation
 log = logging.getLogger(__name__)
 
 SIZE = (1440, 900)
+SIZES = (SIZE, (1920, 1080))  # a laptop and a desktop screen; the first keeps the plain names
 DEMO_PROMPT = "a red silk evening dress on a model, studio light"
+MAX_EXTRA_ROUNDS = 4  # rounds added until a question is pending (the profile's tau asks ~ half the time)
 
 
 async def wait_signal(signal: Any, timeout_s: float = 60.0) -> Any:
@@ -68,8 +73,23 @@ async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = 
     if store is None:
         raise RuntimeError(f"could not open {copy}")
     saved: list[Path] = []
+    for size in SIZES:
+        window.resize(*size)
+        suffix = "" if size == SIZE else f"-{size[0]}x{size[1]}"
+        await settle(200)
+        saved.append(await _annotation_shot(window, store, out_dir / f"annotation{suffix}.png"))
+        saved.append(await _refinement_shot(window, out_dir / f"refinement{suffix}.png"))
+        if size == SIZE:
+            shot = await _settings_shot(window, out_dir / "settings.png")
+            if shot is not None:
+                saved.append(shot)
+    window.resize(*SIZE)
+    await settle(50)
+    return saved
 
-    # --- annotation view, on an annotated pair when there is one
+
+async def _annotation_shot(window: Any, store: Any, path: Path) -> Path:
+    """The annotation view on an annotated pair when there is one, its HTML snippet copied."""
     window.tabs.setCurrentWidget(window.annotation_view)
     model = window.annotation_model
     annotated = [a.task_id for a in store.all(Annotation) if any(a.descriptions.values())]
@@ -83,10 +103,14 @@ async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = 
         model.images_changed.emit([])
     await images_shown
     window.annotation_view._refresh_html()
+    if target:
+        window.annotation_view.copy_html()  # a real action's note in the message strip
     await settle(300)
-    saved.append(grab(window, out_dir / "annotation.png"))
+    return grab(window, path)
 
-    # --- refinement view: a short dialogue on the engine when the project has none
+
+async def _refinement_shot(window: Any, path: Path) -> Path:
+    """The refinement view with a question pending, a round starred and its image copied."""
     window.tabs.setCurrentWidget(window.refinement_view)
     ref = window.refinement_model
     if not ref.rounds:
@@ -100,20 +124,30 @@ async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = 
             )
             await ref.refine(reply)
             await ref.choose("right")
+            feedback = iter(("longer sleeves", "a thin gold belt", "open back", "softer light"))
+            for _ in range(MAX_EXTRA_ROUNDS):
+                if ref.pending_question is not None or await ref.refine(api.Feedback(next(feedback))) is None:
+                    break
+            last = ref.rounds[-1] if ref.rounds else None
+            if last is not None and last.image_id not in ref.starred:
+                await ref.toggle_star(last.image_id)
+    window.refinement_view.copy_image()  # the round actions at work: a note in the strip
     await settle(300)
-    saved.append(grab(window, out_dir / "refinement.png"))
+    return grab(window, path)
 
-    # --- settings dialog with the models check done
+
+async def _settings_shot(window: Any, path: Path) -> Path | None:
+    """The settings dialog with the models check done."""
     dlg = window.show_settings()
-    if dlg is not None:
-        dlg.resize(900, 600)
-        if dlg._check_task is not None:
-            await dlg._check_task
-        await settle(300)
-        saved.append(grab(dlg, out_dir / "settings.png"))
-        dlg.reject()
-    await settle(50)
-    return saved
+    if dlg is None:
+        return None
+    dlg.resize(900, 600)
+    if dlg._check_task is not None:
+        await dlg._check_task
+    await settle(300)
+    shot = grab(dlg, path)
+    dlg.reject()
+    return shot
 
 
 def _default_project(window: Any) -> Path:

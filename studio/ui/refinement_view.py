@@ -62,6 +62,7 @@ from studio.ui.ambiguity_chart import AmbiguityChart, formula, plain_reason
 from studio.ui.image_view import ImageView
 from studio.ui.job_widget import JobProgress
 from studio.ui.plain_label import PlainLabel, plain_tooltip
+from studio.ui.round_metrics import RoundMetricsPanel
 from studio.ui.view_parts import bind_shortcut, side_scroll
 from studio.workers.tasks import Tasks
 from tdri_engine import api
@@ -183,7 +184,7 @@ class RefinementView(QWidget):
         self.question_reason.setWordWrap(True)
         self.question_reason.setProperty("role", "muted")
         qv.addWidget(self.question_reason)
-        self.options_row = QGridLayout()  # three answers a row: long option lists wrap
+        self.options_row = QGridLayout()  # two answers a row: long option lists wrap
         self.options_row.setSpacing(4)
         qv.addLayout(self.options_row)
         self.options_hint = PlainLabel("…or type your answer below and press Enter.")
@@ -233,6 +234,9 @@ class RefinementView(QWidget):
             "Low keeps the picture and changes details; 1.00 draws it again (same pose)."
         )
         row.addWidget(self.strength_spin)
+        lv.addLayout(row)
+        row = QHBoxLayout()
+        row.addStretch(1)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setObjectName("generateButton")
         self.generate_button.setAccessibleName("Generate")
@@ -335,7 +339,7 @@ class RefinementView(QWidget):
             ),
             ("gallery", "All rounds", "refine.gallery", "All rounds of the dialogue"),
         ):
-            b = QPushButton(f"{text}  [{shortcuts.label(name)}]")
+            b = QPushButton(text)  # the key is in the tooltip and in Help: the row stays narrow
             b.setObjectName(f"roundAction_{key}")
             b.setAccessibleName(accessible)
             b.setToolTip(f"{shortcuts.SHORTCUTS[name].text} ({shortcuts.label(name)})")
@@ -412,6 +416,8 @@ class RefinementView(QWidget):
         self.formula_label.setVisible(False)
         chv.addWidget(self.formula_label)
         rv.addWidget(chart_box)
+        self.metrics_panel = RoundMetricsPanel(self.model)  # scores of each round, with their scales
+        rv.addWidget(self.metrics_panel)
 
         pers = QGroupBox("Personalisation")
         pers.setObjectName("personalisationBox")
@@ -877,9 +883,7 @@ class RefinementView(QWidget):
         for key, b in self.action_buttons.items():
             b.setEnabled(key == "gallery" and bool(self.model.rounds) or right is not None)
         starred = right is not None and right.image_id in self.model.starred
-        self.action_buttons["star"].setText(
-            f"{'★ Starred' if starred else '☆ Star'}  [{shortcuts.label('refine.star')}]"
-        )
+        self.action_buttons["star"].setText("★ Starred" if starred else "☆ Star")
         self.action_buttons["reference"].setEnabled(right is not None and right.round >= 0)
         if right is not None:
             self.actions_label.setText(f"{right.title}:")
@@ -909,7 +913,7 @@ class RefinementView(QWidget):
             b.setToolTip(plain_tooltip(f"Answer “{opt}” and refine ({keys[i]})"))
             b.setEnabled(not self.model.busy)
             b.clicked.connect(lambda _=False, o=opt: self.answer(o))
-            self.options_row.addWidget(b, i // 3, i % 3)
+            self.options_row.addWidget(b, i // 2, i % 2)
             b.setVisible(True)  # now, not on the next event loop pass: a Tab pressed at once finds it
             self._option_buttons.append(b)
         self.options_hint.setText(

@@ -70,7 +70,14 @@ def test_screenshots_are_taken_from_a_copy_of_the_project(studio, new_project, t
     before = sorted(p.name for p in project.rglob("*") if p.is_file())
     window = studio(None)
     saved = run(take_screenshots(window, tmp_path / "shots", project=str(project)), timeout=60)
-    assert [p.name for p in saved] == ["annotation.png", "refinement.png", "settings.png"]
+    assert [p.name for p in saved] == [
+        "annotation.png",
+        "refinement.png",
+        "settings.png",
+        "annotation-1920x1080.png",
+        "refinement-1920x1080.png",
+    ]
+    assert Image.open(saved[3]).size == (1920, 1080) and Image.open(saved[0]).size == (1440, 900)
     for p in saved:
         im = Image.open(p)
         assert im.width >= 800 and len(set(im.convert("L").resize((32, 32)).tobytes())) > 8  # not blank
