@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEventLoop
 from PySide6.QtWidgets import QWidget
 
 from tdri_engine import api
@@ -47,9 +46,10 @@ async def wait_signal(signal: Any, timeout_s: float = 60.0) -> Any:
 
 
 async def settle(ms: int = 150) -> None:
-    """Let layouts, repaints and queued signals run before a grab."""
+    """Let layouts, repaints and queued signals run before a grab. Only by awaiting: the qasync
+    loop runs Qt's events meanwhile, while a nested processEvents() inside this coroutine would
+    wake other tasks (the annotation view's image loads) inside this one, which asyncio refuses."""
     await asyncio.sleep(ms / 1000)
-    QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
 
 
 def grab(widget: QWidget, path: Path) -> Path:
