@@ -34,6 +34,7 @@ class StudioPrefs:
     current_view: str = "annotate"
     annotator: str = ""
     last_image_dir: str = ""  # where Load Image / Replace image opened last (empty: home)
+    last_report_dir: str = ""  # where Open evaluation report… opened last (empty: home)
 
     # -- persistence ---------------------------------------------------------------------------
     @staticmethod

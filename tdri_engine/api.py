@@ -19,6 +19,7 @@ from .settings import EngineSettings
 if TYPE_CHECKING:  # these import the store and the models' modules: for the type checker only
     from .generator import GenerationResult
     from .models import RoleStatus
+    from .round_metrics import RoundMetrics
     from .store.project import ProjectStore
 
 
@@ -172,3 +173,10 @@ class EngineAPI(Protocol):
         on_event: EventSink | None = None,
     ) -> tuple[ImageRecord, ImageRecord]:
         """The same prompt and seed without and with the active adapter, both saved."""
+
+    def measure_round(
+        self, store: ProjectStore, image_id: str, *, cancel: CancelToken | None = None
+    ) -> RoundMetrics:
+        """The scores of the round whose image is ``image_id`` (T2I CLIP, BLIP where the profile
+        has it, I2I CLIP against the image the round started from), each with its scale
+        (``tdri_engine.round_metrics``); measured once and stored with the round."""

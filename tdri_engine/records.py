@@ -132,6 +132,9 @@ class DialogueTurn(Record):
     ambiguity: float | None = None  # A = sum w_i (1 - s_i)
     image_id: str | None = None
     created: str = field(default_factory=now_iso)
+    # the round's scores for the designer, measured once after the round (round_metrics.py);
+    # {} until measured and in projects written before they were stored
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -208,6 +208,12 @@ class Engine:
             )
         return out[0], out[1]
 
+    def measure_round(self, store: Any, image_id: str, *, cancel: CancelToken | None = None) -> Any:
+        """The stored or newly measured scores of one round (``round_metrics.measure_round``)."""
+        from .round_metrics import Scorers, measure_round
+
+        return measure_round(Scorers.of_registry(self.registry), store, image_id, cancel=cancel)
+
     def session_settings(self, settings: EngineSettings) -> tuple[EngineSettings, list[str]]:
         """A project's settings within the profile's limits (the demo models are tiny), with the
         profile's calibrated tau and A&E threshold where the project leaves them empty."""

@@ -23,6 +23,7 @@ from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
+    QLineEdit,
     QMainWindow,
     QMessageBox,
     QTabWidget,
@@ -36,6 +37,7 @@ from studio.models.refinement_model import RefinementModel
 from studio.prefs import StudioPrefs
 from studio.ui.annotation_view import AnnotationView
 from studio.ui.dialogs import HelpWindow, NewProjectDialog
+from studio.ui.eval_report import EvalReportDialog, read_report
 from studio.ui.job_widget import JobProgress
 from studio.ui.message_bar import MessageBar
 from studio.ui.plain_label import PlainLabel, plain_tooltip
@@ -95,6 +97,8 @@ class MainWindow(QMainWindow):
         self.refinement_model = RefinementModel(self.bridge, self, auto_update=self.prefs.auto_update)
         self.help_window: HelpWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
+        self.report_file_dialog: QFileDialog | None = None
+        self.report_dialog: EvalReportDialog | None = None
         self._build()
         self._build_menus()
         self._restore_error_hooks = error_path.install(self.show_error)
@@ -245,6 +249,7 @@ class MainWindow(QMainWindow):
         self._fill_recent()
         project.addSeparator()
         self._action("Export annotations (JSONL)", self.export_annotations, menu=project)
+        self._action("Open &evaluation report…", self.open_eval_report_dialog, menu=project)
         project.addSeparator()
         self._action("&Settings…", self.show_settings, "app.settings", menu=project)
         project.addSeparator()
@@ -497,6 +502,45 @@ class MainWindow(QMainWindow):
             return
         self.message_bar.show_info("Annotations exported.", str(out), timeout_ms=20000)
 
+    # ------------------------------------------------------------------ evaluation reports
+    def open_eval_report_dialog(self) -> QFileDialog:
+        """Ask for the folder that `tdri eval --out DIR` wrote, then show its report.md."""
+        start = self.prefs.last_report_dir or str(Path.home())
+        dlg = QFileDialog(self, "Open an evaluation report: the folder tdri eval wrote", start)
+        dlg.setObjectName("evalReportFileDialog")
+        dlg.setFileMode(QFileDialog.FileMode.Directory)
+        dlg.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dlg.setOption(QFileDialog.Option.DontUseNativeDialog, True)  # keys work the same everywhere
+        dlg.fileSelected.connect(lambda folder: self.spawn(self.open_eval_report(folder)))
+        dlg.rejected.connect(lambda: QTimer.singleShot(0, self._back_to_work))
+        self.report_file_dialog = dlg
+        dlg.open()
+        dlg.activateWindow()  # the keys go to the folder name at once (some platforms need asking)
+        name_box = dlg.findChild(QLineEdit, "fileNameEdit")
+        if name_box is not None:
+            name_box.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
+        return dlg
+
+    async def open_eval_report(self, path: str | Path) -> EvalReportDialog | None:
+        """Show the report in ``path`` (a `tdri eval` folder or a .md file); read off the GUI
+        thread. Not a report: a message that says which folder to pick, nothing else changes."""
+        try:
+            report = await store_io.run(read_report, path)
+        except TdriError as exc:
+            self.show_error(Error(exc.kind, exc.message, exc.what_to_do))
+            return None
+        self.prefs.last_report_dir = str(report.folder.parent)
+        if self.report_dialog is not None:
+            self.report_dialog.close()
+        dlg = EvalReportDialog(report, self)
+        dlg.finished.connect(lambda _r: QTimer.singleShot(0, self._back_to_work))
+        self.report_dialog = dlg
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+        dlg.browser.setFocus()
+        return dlg
+
     # ------------------------------------------------------------------ window life
     def _restore_geometry(self) -> None:
         self.resize(1440, 900)
@@ -549,7 +593,12 @@ class MainWindow(QMainWindow):
             except TdriError as exc:
                 log.warning("closing the project: %s", exc)
             self.store = None
-        for w in (self.help_window, self.settings_dialog, self.message_bar.history_dialog):
+        for w in (
+            self.help_window,
+            self.settings_dialog,
+            self.message_bar.history_dialog,
+            self.report_dialog,
+        ):
             if w is not None:
                 w.close()
         self.tasks.cancel_all()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageStat
 
 from tdri_engine import api
 from tdri_engine.errors import BadInput
@@ -318,6 +318,36 @@ class FakeGenerator:
         return GenerationResult(image, seed, 4, image.width, image.height, "fake-engine", adapter)
 
 
+class FakeClip:
+    """A scorer with CLIP's interface and scale (0-1) that reads pixels, not meaning: text vs
+    image = how close the image's mean colour is to the first colour the text names (0.5 when
+    it names none); image vs image = 1 - mean absolute pixel difference / 255."""
+
+    @staticmethod
+    def _mean(image: Image.Image) -> tuple[float, float, float]:
+        r, g, b = ImageStat.Stat(image.convert("RGB")).mean
+        return float(r), float(g), float(b)
+
+    def image_text_with_warnings(
+        self, image: Image.Image, texts: list[str]
+    ) -> tuple[list[float], tuple[str, ...]]:
+        mean = self._mean(image)
+        out = []
+        for text in texts:
+            named = next((rgb for name, rgb in COLOURS.items() if name in text.lower()), None)
+            if named is None:
+                out.append(0.5)
+                continue
+            dist = sum((a - b) ** 2 for a, b in zip(mean, named, strict=True)) ** 0.5 / (3 * 255**2) ** 0.5
+            out.append(round(1.0 - dist, 6))
+        return out, ()
+
+    def image_image(self, a: Image.Image, b: Image.Image) -> float:
+        pa = a.convert("RGB").resize((16, 16)).tobytes()
+        pb = b.convert("RGB").resize((16, 16)).tobytes()
+        return 1.0 - sum(abs(x - y) for x, y in zip(pa, pb, strict=True)) / (255.0 * len(pa))
+
+
 @dataclass
 class FakeEngine:
     """EngineAPI for tests. ``script`` gives each round attempt's behaviour (the last repeats)."""
@@ -400,6 +430,21 @@ class FakeEngine:
             )
             out.append(store.add_image(res.image, res.image_record(prompt, store.settings, name=title)))
         return out[0], out[1]
+
+    def measure_round(self, store: Any, image_id: str, *, cancel: CancelToken | None = None) -> Any:
+        """The round's scores through the engine's own ``round_metrics`` (stored with the turn),
+        measured by :class:`FakeClip`; ``calls`` gets ("measure", thread) only when the scorer
+        runs, so a test can tell a stored round from a measured one."""
+        from tdri_engine.round_metrics import Scorers, measure_round
+
+        def clip() -> FakeClip:
+            self.calls.append(("measure", threading.get_ident()))
+            return FakeClip()
+
+        scorers = Scorers(
+            clip=clip, profile=self.profile_name, models={"clip": "fake-clip"}, random_weights=True
+        )
+        return measure_round(scorers, store, image_id, cancel=cancel)
 
     def open_session(
         self,
