@@ -153,8 +153,11 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = ProgressLine(name, config.steps, int(resumed[1].get("step", 0)) if resumed else 0)
 
+    main_process = PartialState().is_main_process  # one progress line, not one per process
+
     def on_step(step: int, total: int, loss: float, _eta: float) -> None:
-        progress.update(step, loss, force=step == total)
+        if main_process:
+            progress.update(step, loss, force=step == total)
 
     try:
         result = finetune(
@@ -166,8 +169,9 @@ def run(args: argparse.Namespace) -> int:
             on_step=on_step,
         )
     finally:
-        progress.close()
-    if not PartialState().is_main_process:
+        if main_process:
+            progress.close()
+    if not main_process:
         return 0
     data = profile_data(
         name,
