@@ -695,13 +695,15 @@ class RefinementSession:
         hook = attend_excite.for_prompt(pipe, prompt, s)
         if hook is None:
             return result, ""
-        strayed = f"The image strayed from the prompt (1 - CLIP = {misalignment:.2f} > {threshold:.2f})"
+        # plain words first, the numbers last (the studio shows the sentence as it is)
+        measured = f"1 - CLIP similarity {misalignment:.2f} > threshold {threshold:.2f}"
         if init is not None and not hook.acts_on_edit(s.steps, s.edit_strength):
             hook.remove(pipe)  # A&E acts on the schedule's first half; this edit starts after it
             return result, (
-                f"{strayed}, but an edit at strength {s.edit_strength:.2f} of {s.steps} steps starts after "
-                "the early steps Attend-and-Excite acts on, so the round was not regenerated. Raise the "
-                "edit strength, or refine from scratch, to let it act."
+                "The image left out part of the prompt, but this edit (strength "
+                f"{s.edit_strength:.2f} of {s.steps} steps) starts after the early steps "
+                "Attend-and-Excite acts on, so the round was not regenerated. Raise the edit strength, "
+                f"or refine from scratch, to let it act ({measured})."
             )
         self.emit(ev.Progress("attend-excite", 0, 1, "regenerating with Attend-and-Excite"))
         try:
@@ -724,7 +726,8 @@ class RefinementSession:
         excited = ", ".join(f"'{w}'" for w in getattr(hook, "words", ()))
         return again, " ".join(
             [
-                f"{strayed}; it was regenerated with Attend-and-Excite on {excited} (now {after:.2f}).",
+                "The image left out part of the prompt, so it was regenerated with Attend-and-Excite on "
+                f"{excited}, which strengthens neglected words ({measured}; now {after:.2f}).",
                 *getattr(hook, "notes", ()),
             ]
         )
@@ -759,7 +762,10 @@ class RefinementSession:
         if question is not None:
             response = question.text
         else:
-            response = f"No question: the image matches the prompt well enough (A = {r.ambiguity:.2f} <= {r.threshold:.2f})."
+            response = (
+                "No question: the image is clear enough on every part "
+                f"(ambiguity A = {r.ambiguity:.2f} <= tau {r.threshold:.2f})."
+            )
         turn = DialogueTurn(
             dialogue_id=dialogue.id,
             round=t,
