@@ -200,6 +200,37 @@ def test_a_run_killed_mid_training_resumes_to_the_same_steps_and_weights(
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
+def test_cancel_stops_at_a_step_with_its_checkpoint_and_progress_tells_the_eta(
+    tiny_sd_dir: Path, data_dir: Path, tmp_path: Path
+):
+    from tdri_engine.errors import Cancelled
+    from tdri_engine.events import CancelToken, Progress
+
+    token = CancelToken()
+    events: list[Progress] = []
+
+    def on_step(step: int, total: int, loss: float, eta: float) -> None:
+        if step == 2:
+            token.cancel()  # the studio's Cancel button, pressed during step 2
+
+    with pytest.raises(Cancelled) as caught:
+        finetune(
+            resolve_base(str(tiny_sd_dir)),
+            scan(data_dir),
+            FinetuneConfig(**CONFIG),
+            tmp_path / "run",
+            cancel=token,
+            on_event=lambda e: events.append(e) if isinstance(e, Progress) else None,
+            on_step=on_step,
+        )
+    assert "cancelled at step 2/6" in caught.value.message and "again" in caught.value.what_to_do
+    checkpoint = json.loads((tmp_path / "run" / "checkpoint" / "checkpoint.json").read_text(encoding="utf-8"))
+    assert checkpoint["step"] == 2 and not (tmp_path / "run" / "lora").exists()
+    steps = [e for e in events if e.stage == "finetune"]
+    assert [(e.step, e.total) for e in steps] == [(1, 6), (2, 6)]
+    assert all("eta " in e.message and "loss " in e.message for e in steps)
+
+
 # -- the LoRA outside TDRI, and stacked in a profile ------------------------------------------------
 
 
