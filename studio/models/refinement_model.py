@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,17 @@ def _adapters() -> Any:
 
 
 # ------------------------------------------------------------------------------ the model
+def copy_whole(src: str | Path, out: Path) -> None:
+    """Copy ``src`` to ``out`` through a temporary name beside it, then rename: ``out`` appears
+    whole or not at all (a viewer, a sync client or a crash never sees half a PNG)."""
+    part = out.with_name(f".{out.name}.part")
+    try:
+        shutil.copyfile(src, part)
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 class RefinementModel(QObject):
     rounds_changed = Signal(object)  # list[RoundView]
     comparison_changed = Signal(object)  # Comparison
@@ -249,7 +261,7 @@ class RefinementModel(QObject):
             out = out.with_name(out.name + ".png")
         try:
             check_output_path(out, "The file")
-            await store_io.run(shutil.copyfile, view.image_path, out)
+            await store_io.run(copy_whole, view.image_path, out)
         except TdriError as exc:
             self.error.emit(Error(exc.kind, exc.message, exc.what_to_do))
             return None

@@ -168,3 +168,27 @@ def test_a_folder_without_a_report_is_refused_with_what_to_pick(studio, new_proj
     binary.write_bytes(b"\x00\x01")
     assert run(window.open_eval_report(binary)) is None
     assert any("is not text" in t for t in window.message_bar.texts())
+
+
+def test_a_saved_round_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Save as… copied straight onto the target, so a reader that saw the file could read half a
+    PNG (test_scenario_designer did, once the engine thread was busy measuring scores)."""
+    import shutil
+
+    from studio.models import refinement_model
+
+    src = tmp_path / "round.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(src)
+    out = tmp_path / "keep" / "round-one.png"
+    out.parent.mkdir()
+    seen: list[tuple[Path, bool]] = []
+    real = shutil.copyfile
+
+    def watching(a, b, *args, **kw):
+        seen.append((Path(b), out.exists()))
+        return real(a, b, *args, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", watching)
+    refinement_model.copy_whole(src, out)
+    assert seen and all(dst != out and not existed for dst, existed in seen)  # never written in place
+    assert out.read_bytes() == src.read_bytes() and sorted(p.name for p in out.parent.iterdir()) == [out.name]
