@@ -55,7 +55,7 @@ WHAT: dict[str, str] = {
 SCALES: dict[str, str] = {
     "t2i_clip": "cosine of CLIP's image and text embeddings, clipped at 0, on 0–1 (torchmetrics shows "
     "100×); real CLIP ViT-B/32 or ViT-L/14 on a matching text–image pair usually gives 0.25–0.35, "
-    "unrelated pairs about 0.1; the paper's TDRI reaches 0.338 against the intent (table 1)",
+    "unrelated pairs 0.1–0.2; the paper's TDRI reaches 0.338 against the intent (table 1)",
     "t2i_blip": "BLIP's image–text matching probability, 0–1 (0.5 = undecided, near 1 = BLIP reads the "
     "prompt in the image); the paper's TDRI reaches 0.336 against the intent (table 1)",
     "i2i_prev_clip": "cosine of the two images' CLIP embeddings, clipped at 0, on 0–1: 1 = the same "
