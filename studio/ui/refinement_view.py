@@ -417,6 +417,7 @@ class RefinementView(QWidget):
         chv.addWidget(self.formula_label)
         rv.addWidget(chart_box)
         self.metrics_panel = RoundMetricsPanel(self.model)  # scores of each round, with their scales
+        self.metrics_panel.table.setTabKeyNavigation(False)  # Tab moves on; arrows move in the table
         rv.addWidget(self.metrics_panel)
 
         pers = QGroupBox("Personalisation")

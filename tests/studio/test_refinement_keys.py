@@ -97,3 +97,39 @@ def test_ctrl_q_during_a_round_asks_first_and_keeps_what_was_typed(studio, new_p
     assert [r.round for r in again.refinement_model.rounds] == [0]
     # the question of round 0 comes back with its one-click answers
     assert [b.property("option") for b in again.refinement_view._option_buttons] == list(COLOUR_Q[2])
+
+
+def test_tab_from_the_prompt_box_reaches_every_control_of_the_refine_tab(studio, new_project, qtbot):
+    engine = FakeEngine(script=[ScriptedRound(ask=COLOUR_Q), ScriptedRound(ask=COLOUR_Q)])
+    window = studio(new_project(), engine)
+    view, model = window.refinement_view, window.refinement_model
+    first_round(window, qtbot)
+    with qtbot.waitSignal(model.round_finished, timeout=10000):
+        key(qtbot, Qt.Key.Key_1, Qt.KeyboardModifier.AltModifier)  # two rounds: every control enabled
+    key(qtbot, Qt.Key.Key_L, CTRL)
+    wanted = {
+        "the one-click answers": view._option_buttons[0],
+        "skip": view.skip_button,
+        "the seed": view.seed_spin,
+        "the edit strength": view.strength_spin,
+        "refine": view.refine_button,
+        "the left round": view.left_combo,
+        "the right round": view.right_combo,
+        "a choice": view.choice_buttons["right"],
+        "save as": view.action_buttons["save_as"],
+        "use as reference": view.action_buttons["reference"],
+        "all rounds": view.action_buttons["gallery"],
+        "the strip": view.strip,
+        "the D2P box": view.prompt_edit,
+        "the formula toggle": view.formula_check,
+    }
+    seen = []
+    for _ in range(80):
+        key(qtbot, Qt.Key.Key_Tab)
+        seen.append(QApplication.focusWidget())
+        if seen[-1] is view.input:
+            break
+    missing = [name for name, w in wanted.items() if w not in seen]
+    assert not missing, missing
+    assert seen[-1] is view.input  # the round trip comes back to the prompt box
+    assert view.input.toPlainText() == "" and "\t" not in view.prompt_edit.toPlainText()
