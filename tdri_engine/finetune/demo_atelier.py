@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..atelier import judge as judge_mod
     from ..atelier.captions import full_caption
-    from ..atelier.gen_eval import generate
+    from ..atelier.gen_eval import generate, grid
     from ..atelier.gen_train import DEFAULTS
     from ..atelier.splits import sample
     from ..generator import load_pipeline
@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=200, help="captioned renderings to train on")
     p.add_argument("--eval", type=int, default=200, help="prompts of each kind to measure on")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: tdri finetune's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: tdri finetune's)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grid", type=Path, default=None, help="PNG: novel prompts, base (top) and fine-tuned")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
@@ -101,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     captions = build_folder(data, args.images)
     report = scan(data, min_side=32)
     require_usable(report)
-    config = FinetuneConfig() if args.steps is None else FinetuneConfig(steps=args.steps)
+    config = FinetuneConfig()
+    config = config.replace(
+        **({"steps": args.steps} if args.steps else {}), **({"lr": args.lr} if args.lr else {})
+    )
     config = config.replace(validation_prompt=captions[0], validation_steps=int(DEFAULTS["steps"]))
     base = resolve_base(str(args.base))
     result = finetune(base, report, config, args.work / "run", trigger_words=("teal",))
@@ -127,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         pipe.load_lora_weights(str(result.lora_dir), adapter_name="teal")
         tuned_images = generate(pipe, prompts, seeds, steps, guidance)
         pipe.unload_lora_weights()
+        if name == "novel" and args.grid is not None:
+            args.grid.parent.mkdir(parents=True, exist_ok=True)
+            grid(base_images[:10] + tuned_images[:10], cols=10, scale=2).save(args.grid)
         figures[name] = {
             "prompts": len(prompts),
             "example_prompt": prompts[0],
