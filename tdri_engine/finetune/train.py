@@ -541,7 +541,7 @@ def finetune(
             if accelerator.is_main_process:
                 save_checkpoint(ckpt_dir, unet, optimizer, step, info | {"losses": losses[:step]})
 
-        step = start
+        step = completed = start
         t0 = time.monotonic()
         model.train()
         try:
@@ -595,7 +595,7 @@ def finetune(
                         "last checkpoint), or use mixed precision bf16 instead of fp16.",
                     )
                 losses.append(value)
-                done = step + 1
+                done = completed = step + 1
                 rate = (done - start) / max(1e-9, time.monotonic() - t0)
                 eta = (config.steps - done) / rate if rate > 0 else float("inf")
                 emit(
@@ -620,7 +620,7 @@ def finetune(
                 if on_step is not None:
                     on_step(done, config.steps, value, eta)
         except KeyboardInterrupt:
-            checkpoint(step)  # step `step` did not finish
+            checkpoint(completed)  # the steps whose update was applied and recorded
             raise
         step = config.steps
         accelerator.wait_for_everyone()
