@@ -133,3 +133,22 @@ def test_tab_from_the_prompt_box_reaches_every_control_of_the_refine_tab(studio,
     assert not missing, missing
     assert seen[-1] is view.input  # the round trip comes back to the prompt box
     assert view.input.toPlainText() == "" and "\t" not in view.prompt_edit.toPlainText()
+
+
+def test_the_edit_strength_beside_the_seed_is_the_projects(studio, new_project, qtbot):
+    project = new_project()
+    window = studio(project, FakeEngine())
+    view = window.refinement_view
+    first_round(window, qtbot)
+    assert view.strength_spin.value() == window.store.settings.edit_strength == 0.6
+    key(qtbot, Qt.Key.Key_Tab)  # the seed
+    key(qtbot, Qt.Key.Key_Tab)  # the edit strength
+    assert QApplication.focusWidget() is view.strength_spin
+    for _ in range(3):
+        key(qtbot, Qt.Key.Key_Down)
+    qtbot.waitUntil(lambda: abs(window.store.settings.edit_strength - 0.45) < 1e-9, timeout=5000)
+    window.close()
+    with open_project(project, read_only=True) as store:
+        assert abs(store.settings.edit_strength - 0.45) < 1e-9
+    again = studio(project, FakeEngine())
+    assert abs(again.refinement_view.strength_spin.value() - 0.45) < 1e-9
