@@ -326,7 +326,10 @@ class RefinementModel(QObject):
                 result = s.refine(reply, cancel=ctx.cancel, reference=reference)
             return s, after_round(store, s, result, tau)
 
-        return await self._run_round(label, work)
+        view = await self._run_round(label, work)
+        if view is not None and reference is not None and self.reference_round == reference:
+            self.set_reference(None)  # a reference serves one round (unless another was picked meanwhile)
+        return view
 
     async def _run_round(self, label: str, work: Any) -> RoundView | None:
         if self._busy:
@@ -364,9 +367,7 @@ class RefinementModel(QObject):
         if view.pose_map is not None:
             self.pose_map = view.pose_map
         previous = self._rounds[-1] if self._rounds else None
-        self.reference_round = None  # a reference serves one round; the new one is the latest
         self._set_rounds([*self._rounds, view], view, left=previous)
-        self.reference_changed.emit(None)
         self.pending_question = (
             Question(
                 view.question_aspect or "Others",

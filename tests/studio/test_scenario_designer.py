@@ -193,7 +193,7 @@ def test_a_designer_refines_with_keys_only_and_finds_everything_after_reopening(
     r3 = round_by(Qt.Key.Key_Return)
     store = window.store
     assert store.get(ImageRecord, r3.image_id).parent_id == r1.image_id  # it edited round 1
-    assert model.reference_round is None and not view.reference_label.isVisible()
+    qtbot.waitUntil(lambda: model.reference_round is None and not view.reference_label.isVisible())
 
     # typed and not sent, in both boxes, then Ctrl+Q
     q3 = model.pending_question
