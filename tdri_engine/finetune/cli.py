@@ -13,6 +13,7 @@ parse time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -30,23 +31,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="name of the profile to write (and of the run folder)")
     p.add_argument("--dir", type=Path, default=None, help="run folder (default: <TDRI_HOME>/finetunes/NAME)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--resolution", type=int, default=None, help="training size (default: the UNet's own)")
+    from .train import FinetuneConfig
+
+    fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+
+    def knob(flag: str, **kw: Any) -> None:  # default and help from FinetuneConfig: one source
+        f = fields[flag.lstrip("-").replace("-", "_")]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        p.add_argument(flag, default=default, help=f"{f.metadata.get('help', '')} (default: {default})", **kw)
+
+    knob("--steps", type=int)
+    knob("--lr", type=float)
+    knob("--rank", type=int)
+    knob("--alpha", type=float)
+    knob("--batch-size", type=int)
+    knob("--grad-accum", type=int)
+    knob("--resolution", type=int)
+    knob("--crop", choices=("center", "bucket"))
     p.add_argument(
-        "--crop", choices=("center", "bucket"), default="center", help="square centre crop or aspect buckets"
+        "--grad-checkpointing", action="store_true", help=fields["grad_checkpointing"].metadata["help"]
     )
-    p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--validation-prompt", default="", help="rendered every --validation-every steps")
-    p.add_argument("--validation-every", type=int, default=0)
-    p.add_argument("--validation-steps", type=int, default=20, help="denoising steps of a validation image")
+    knob("--mixed-precision", choices=("auto", "no", "fp16", "bf16"))
+    knob("--seed", type=int)
+    knob("--checkpoint-every", type=int)
+    knob("--validation-prompt")
+    knob("--validation-every", type=int)
+    knob("--validation-steps", type=int)
     p.add_argument(
         "--trigger", action="append", default=[], help="a trigger word the captions use (repeatable)"
     )
