@@ -132,6 +132,9 @@ def load_pipeline(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    from .fastpath import from_options
+
+    from_options(spec.options).apply(pipe)  # the profile's fast-path levers (none unless named)
     return pipe
 
 
@@ -148,6 +151,9 @@ def load_controlnet(path: Path, spec: Any, device: Any, dtype: Any) -> Any:
     model = ControlNetModel.from_pretrained(str(path), **kwargs)
     if not (spec.options.get("cpu_offload") and device.type == "cuda"):
         model.to(device)
+    from .fastpath import from_options
+
+    from_options(spec.options).apply(model)  # the profile's fast-path levers (none unless named)
     return model
 
 

@@ -42,6 +42,8 @@ import time
 from functools import partial
 from typing import Any
 
+from ..fastpath import FastPath
+from ..fastpath import parse as parse_fast
 from . import archs, report
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -91,8 +93,11 @@ def _free(device: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _ours(c: archs.Components, settings: Any, mode: str, pose: Any) -> tuple[Any, Any]:
-    """(call(seed) -> image, owner) for our Generator on components ``c``."""
+def _ours(
+    c: archs.Components, settings: Any, mode: str, pose: Any, fast: FastPath | None = None
+) -> tuple[Any, Any]:
+    """(call(seed) -> image, owner) for our Generator on components ``c``, with the fast path's
+    levers switched on (``tdri_engine.fastpath``; the owner's ``fast_notes`` says what)."""
     from ..generator import Generator
     from ..models import ModelProfile, ModelRegistry, RoleSpec
 
@@ -105,10 +110,13 @@ def _ours(c: archs.Components, settings: Any, mode: str, pose: Any) -> tuple[Any
         },
     )
     registry = ModelRegistry(profile, device=settings.device, dtype=settings.dtype)
-    registry.put("generator", archs.text2img_pipeline(c))
+    pipe = archs.text2img_pipeline(c)
+    notes = (fast or FastPath()).apply(pipe, c.controlnet)
+    registry.put("generator", pipe)
     if c.controlnet is not None:
         registry.put("controlnet", c.controlnet)
     gen = Generator(registry, settings)
+    gen.fast_notes = notes  # type: ignore[attr-defined]
     pose_map = pose if mode == "controlnet" else None
 
     def call(seed: int) -> Any:
@@ -117,7 +125,9 @@ def _ours(c: archs.Components, settings: Any, mode: str, pose: Any) -> tuple[Any
     return call, gen
 
 
-def _plain(c: archs.Components, settings: Any, mode: str, pose: Any) -> tuple[Any, Any]:
+def _plain(
+    c: archs.Components, settings: Any, mode: str, pose: Any, fast: FastPath | None = None
+) -> tuple[Any, Any]:
     """(call(seed) -> image, owner) for the plain diffusers pipeline on components ``c``."""
     import torch
 
@@ -148,6 +158,7 @@ def _side(
     pose: Any,
     seeds: list[int],
     repeat: int,
+    fast: FastPath | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Build the weights, time 1 + ``repeat`` images of ``seeds[0]``, then make one image of
     each other seed (untimed); returns (figures, one image per seed as int16 arrays)."""
@@ -156,7 +167,7 @@ def _side(
     report.sync(device)
     build_s = time.perf_counter() - t0
     make = _ours if name == "ours" else _plain
-    call, owner = make(c, settings, mode, pose)
+    call, owner = make(c, settings, mode, pose, fast if name == "ours" else None)
     report.reset_peak(device)
     times, images = [], []
     started = report.now_iso()
@@ -179,6 +190,8 @@ def _side(
         "repeat_max_abs_diff": repeat_diff,
         "parameters": c.parameters,
     }
+    if name == "ours":
+        figures["fast_path"] = list(getattr(owner, "fast_notes", []))
     del call, owner, c, images
     _free(device)
     return figures, per_seed
@@ -197,8 +210,10 @@ def run(
     check_seeds: int = 3,
     order: str = "ours-first",
     tolerance: int = DEFAULT_TOLERANCE,
+    fast: FastPath | str | None = None,
 ) -> dict[str, Any]:
-    """The whole comparison as one JSON-ready dict."""
+    """The whole comparison as one JSON-ready dict; ``fast``: the levers of ours
+    (``tdri_engine.fastpath``, e.g. "sdpa,channels_last"; plain always runs diffusers' defaults)."""
     import numpy as np
     import torch
 
@@ -206,6 +221,7 @@ def run(
     from ..models import resolve_device, resolve_dtype
     from ..settings import EngineSettings
 
+    fast_path = fast if isinstance(fast, FastPath) else parse_fast(fast)
     if arch not in archs.ARCHS:
         raise BadInput(f"Unknown architecture '{arch}'.", f"Use one of: {', '.join(archs.ARCHS)}.")
     if order not in ("ours-first", "plain-first"):
@@ -248,7 +264,9 @@ def run(
     images: dict[str, Any] = {}
     seeds = [seed + i for i in range(check_seeds)]
     for name in sides:
-        results[name], images[name] = _side(name, arch, dev, torch_dtype, settings, mode, pose, seeds, repeat)
+        results[name], images[name] = _side(
+            name, arch, dev, torch_dtype, settings, mode, pose, seeds, repeat, fast_path
+        )
         results[name]["run_id"] = rid
     n = len(seeds)
     diffs = [np.abs(images["ours"][i] - images["plain"][i]) for i in range(n)]
@@ -281,6 +299,7 @@ def run(
             "prompt": PROMPT,
             "seed": seed,
             "repeat": repeat,
+            "fast_path": fast_path.to_dict(),
             "order": sides,
             "weights": "random, seeded, built from the published configs (tdri_engine.bench.archs)",
         },
@@ -325,6 +344,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--order", default="ours-first", choices=("ours-first", "plain-first"))
     p.add_argument("--tolerance", type=int, default=DEFAULT_TOLERANCE, help="max abs diff in 8-bit levels")
+    p.add_argument(
+        "--fast",
+        default="none",
+        help="fast-path levers of ours, comma-separated: sdpa, channels_last, fuse_qkv, compile, tf32, "
+        "cudnn_benchmark, or all (default none: ours as the studio runs it)",
+    )
+    p.add_argument(
+        "--compile-backend", default=None, help="torch.compile backend (inductor; aot_eager on a CPU)"
+    )
     p.add_argument("--out", default=None, help="write the JSON here too")
     p.set_defaults(func=_main)
 
@@ -342,6 +370,7 @@ def _main(args: Any) -> int:
         check_seeds=args.check_seeds,
         order=args.order,
         tolerance=args.tolerance,
+        fast=parse_fast(args.fast, compile_backend=args.compile_backend),
     )
     print(report.write_json(data, args.out))
     return 0

@@ -154,8 +154,11 @@ def _instrument(session: Any, engine: Any, clock: StageClock) -> None:
     )
 
 
-def _engine(profile: str, settings: Any, device: Any, dtype: Any) -> tuple[Any, dict[str, Any]]:
-    """The Engine for ``profile``, its models ready; and how they were made (with seconds)."""
+def _engine(
+    profile: str, settings: Any, device: Any, dtype: Any, fast: Any = None
+) -> tuple[Any, dict[str, Any]]:
+    """The Engine for ``profile``, its models ready; and how they were made (with seconds).
+    ``fast``: a ``fastpath.FastPath`` applied to the generator and ControlNet (injected profiles)."""
     from ..models import ModelProfile, RoleSpec
     from ..session import Engine
 
@@ -185,7 +188,9 @@ def _engine(profile: str, settings: Any, device: Any, dtype: Any) -> tuple[Any, 
         }
         roles = {r: RoleSpec(r, k, f"{source}: {r}") for r, k in kinds.items()}
         engine = Engine(ModelProfile(f"bench-{profile}", roles, description=source), settings)
-        engine.registry.put("generator", archs.text2img_pipeline(c))
+        pipe = archs.text2img_pipeline(c)
+        fast_notes = fast.apply(pipe, c.controlnet) if fast is not None else []
+        engine.registry.put("generator", pipe)
         engine.registry.put("controlnet", c.controlnet)
         engine.registry.put("pose", archs.build_pose(device))
         engine.registry.put("vlm", archs.build_vlm(vlm_arch, device, dtype))
@@ -193,6 +198,7 @@ def _engine(profile: str, settings: Any, device: Any, dtype: Any) -> tuple[Any, 
         info = {
             "models": f"random weights of {arch}, VLM {vlm_arch}, CLIP {clip_arch}, OpenPose body",
             "parameters": c.parameters,
+            "fast_path": fast_notes,
         }
     report.sync(device)
     info["ready_s"] = round(time.perf_counter() - t0, 3)
@@ -246,8 +252,13 @@ def run(
     seed: int = 7,
     attend_excite: bool = False,
     notes: list[str] | None = None,
+    fast: Any = None,
 ) -> dict[str, Any]:
+    """The round benchmark as one JSON-ready dict; ``fast``: fast-path levers of the generator
+    (``tdri_engine.fastpath``: a FastPath or "sdpa,channels_last"; injected profiles only)."""
     from ..errors import BadInput
+    from ..fastpath import FastPath
+    from ..fastpath import parse as parse_fast
     from ..models import resolve_device, resolve_dtype
     from ..settings import EngineSettings
     from ..store import create_project
@@ -272,7 +283,13 @@ def run(
     )
     rid = report.run_id()
     report.reset_peak(dev)
-    engine, info = _engine(profile, settings, dev, torch_dtype)
+    fast_path = fast if isinstance(fast, FastPath) else parse_fast(fast)
+    if fast_path.any and profile == "demo":
+        raise BadInput(
+            "--fast applies to the injected profiles (sd15, sdxl, tiny).",
+            "For the demo profile, name the levers in its generator options (fast_path).",
+        )
+    engine, info = _engine(profile, settings, dev, torch_dtype, fast_path)
     clock = StageClock(dev)
     per_round: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tdri-bench-round-") as tmp:
@@ -330,6 +347,7 @@ def run(
             "prompt": PROMPT,
             "seed": seed,
             "refine_rounds": rounds,
+            "fast_path": fast_path.to_dict(),
         },
         "models": info,
         "round0_first_image": per_round[0],
@@ -366,6 +384,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--attend-excite", action="store_true", help="let Attend-and-Excite run when CLIP asks")
     p.add_argument("--note", action="append", default=[], help="a note to keep in the JSON (repeatable)")
+    p.add_argument("--fast", default="none", help="fast-path levers of the generator (see bench generate)")
     p.add_argument("--out", default=None, help="write the JSON here too")
     p.set_defaults(func=_main)
 
@@ -381,6 +400,7 @@ def _main(args: Any) -> int:
         seed=args.seed,
         attend_excite=args.attend_excite,
         notes=args.note,
+        fast=args.fast,
     )
     print(report.write_json(data, args.out))
     return 0
