@@ -13,6 +13,8 @@ sd15_fast            the same with the fast path's safe levers (FAST: sdpa, chan
 sdxl                 SDXL base, 30 steps, 1024², ours vs plain (3 warm images)
 round_sd15           a whole round, per stage (``bench round --profile sd15``: D2P, SD-1.5 +
                      ControlNet edit, seven captions of a Qwen2-VL-2B-size VLM, CLIP), FAST on
+vlm_captions         the Reflector's seven captions in one batched VLM call (Qwen2-VL-2B size)
+                     vs seven calls; are the captions the same text both ways
 sd15_compile         FAST + torch.compile (inductor): cold = the compile, warm = its gain
 sd15_compile_cached  the same in a NEW process: inductor's on-disk cache makes its first image
                      (cold) the figure a studio start would see after the first run
@@ -52,7 +54,7 @@ DEFAULT_BUDGET_S = 285.0  # the issue: one command within 5 minutes on a bare GP
 @dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # "generate" | "round" | "generate-subprocess"
+    kind: str  # "generate" | "round" | "captions" | "generate-subprocess"
     args: dict[str, Any] = field(default_factory=dict)
     what: str = ""
 
@@ -66,6 +68,12 @@ ROWS: tuple[Row, ...] = (
         "round",
         {"profile": "sd15", "fast": FAST},
         f"a whole round, SD-1.5 + ControlNet, {FAST}",
+    ),
+    Row(
+        "vlm_captions",
+        "captions",
+        {"arch": "qwen2-vl-2b"},
+        "seven aspect captions: one batched call vs seven",
     ),
     Row(
         "sd15_compile",
@@ -93,7 +101,9 @@ ROW_NAMES: tuple[str, ...] = tuple(r.name for r in ROWS)
 def _tiny(row: Row) -> Row:
     """The row on the tiny architectures (CPU, fp32, seconds): same code paths."""
     args = dict(row.args)
-    if "arch" in args:
+    if row.kind == "captions":
+        args.update(arch="tiny", repeat=1, max_new_tokens=8, size=64)
+    elif "arch" in args:
         args.update(arch="tiny", steps=1, repeat=1, check_seeds=5)
     if "profile" in args:
         args.update(profile="tiny", rounds=2)
@@ -150,6 +160,14 @@ def _generate_subprocess(args: dict[str, Any], device: str, dtype: str, timeout_
 
 def _brief(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     """The figures of a row that the summary reads."""
+    if kind == "captions":
+        return {
+            "batched_warm_s": data.get("batched", {}).get("warm_s"),
+            "sequential_warm_s": data.get("sequential", {}).get("warm_s"),
+            "ratio": data.get("ratio_batched_over_sequential"),
+            "same_captions": data.get("same_captions", {}).get("aspects_equal"),
+            "memory": data.get("batched", {}).get("memory"),
+        }
     if kind == "round":
         refine = data.get("refine", {})
         return {
@@ -266,6 +284,10 @@ def run(
                 result = _generate(row.args, str(dev), dtype)
             elif row.kind == "round":
                 result = _round(row.args, str(dev), dtype)
+            elif row.kind == "captions":
+                from . import captions
+
+                result = captions.run(device=str(dev), dtype=dtype, **row.args)
             else:
                 result = _generate_subprocess(row.args, str(dev), dtype, budget_s - elapsed)
             entry["brief"] = _brief(row.kind, result)

@@ -72,11 +72,13 @@ def test_compile_and_channels_last_keep_the_module_and_its_outputs():
 def test_bench_gpu_tiny_every_safe_lever_and_fused_qkv_keep_the_image_on_five_seeds(tmp_path: Path, capsys):
     """Measured (CPU fp32, tiny archs): ours with sdpa, channels_last, cudnn_benchmark, tf32 and
     fused QKV against plain diffusers differs by at most 1 level of 255 on each of 5 seeds, while
-    another seed's image differs by > 100: the tolerance (2) separates the two."""
+    another seed's image differs by > 100: the tolerance (2) separates the two. The seven aspect
+    captions are the same texts in one batched VLM call as in seven calls (measured 7 of 7,
+    greedy, fp32)."""
     from tdri_engine.cli import main
 
     out = tmp_path / "gpu.json"
-    assert main(["bench", "gpu", "--tiny", "--rows", "sd15_fuse_qkv", "--out", str(out)]) == 0
+    assert main(["bench", "gpu", "--tiny", "--rows", "sd15_fuse_qkv,vlm_captions", "--out", str(out)]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     assert json.loads(capsys.readouterr().out) == data["summary"]
     row = data["rows"]["sd15_fuse_qkv"]
@@ -96,6 +98,20 @@ def test_bench_gpu_tiny_every_safe_lever_and_fused_qkv_keep_the_image_on_five_se
     assert same["other_seed_min_max_abs_diff"] > 10 * same["tolerance"]
     assert data["summary"]["images_match"] == {"sd15_fuse_qkv": True}
     assert data["summary"]["targets"] == {"sd15_ratio": 0.4, "sdxl_ratio": 0.5, "round_s": 1.5}
+    captions = data["rows"]["vlm_captions"]
+    assert "error" not in captions, captions.get("traceback_tail")
+    assert (
+        captions["result"]["same_captions"]["aspects_equal"] == 7 == captions["result"]["same_captions"]["of"]
+    )
+    assert captions["result"]["settings"]["aspects"] == [
+        "Content",
+        "Style",
+        "Background",
+        "Size",
+        "Color",
+        "Perspective",
+        "Others",
+    ]
 
 
 def test_bench_gpu_keeps_to_its_time_budget_and_refuses_unknown_rows(tmp_path: Path, capsys):
