@@ -172,7 +172,7 @@ class MainWindow(QMainWindow):
         v.addWidget(self.demo_banner)
         self.message_bar = MessageBar()
         # after the dialog has gone (its hiding deactivates the window on some platforms)
-        self.message_bar.history_closed.connect(lambda: QTimer.singleShot(0, self._back_to_work))
+        self.message_bar.history_closed.connect(self._back_to_work_later)
         v.addWidget(self.message_bar)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("viewTabs")
@@ -298,6 +298,12 @@ class MainWindow(QMainWindow):
         """A window of ours closed (the message history): the keys go to the work again."""
         self.activateWindow()
         self.focus_work()
+
+    def _back_to_work_later(self) -> None:
+        """After a dialog of ours closed: the keys go back to the work once it is gone (not when
+        the window itself is closing, nor after it was deleted: the timer dies with it)."""
+        if not self._closing:
+            QTimer.singleShot(0, self, self._back_to_work)
 
     def focus_work(self) -> None:
         """Give the focus to the current view's preferred widget (its ``focus_work``)."""
@@ -512,7 +518,7 @@ class MainWindow(QMainWindow):
         dlg.setOption(QFileDialog.Option.ShowDirsOnly, True)
         dlg.setOption(QFileDialog.Option.DontUseNativeDialog, True)  # keys work the same everywhere
         dlg.fileSelected.connect(lambda folder: self.spawn(self.open_eval_report(folder)))
-        dlg.rejected.connect(lambda: QTimer.singleShot(0, self._back_to_work))
+        dlg.rejected.connect(self._back_to_work_later)
         self.report_file_dialog = dlg
         dlg.open()
         dlg.activateWindow()  # the keys go to the folder name at once (some platforms need asking)
@@ -533,7 +539,7 @@ class MainWindow(QMainWindow):
         if self.report_dialog is not None:
             self.report_dialog.close()
         dlg = EvalReportDialog(report, self)
-        dlg.finished.connect(lambda _r: QTimer.singleShot(0, self._back_to_work))
+        dlg.finished.connect(lambda _r: self._back_to_work_later())
         self.report_dialog = dlg
         dlg.show()
         dlg.raise_()

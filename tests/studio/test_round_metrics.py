@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fake_engine import FakeClip, FakeEngine
 from PIL import Image
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QUrl
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import QApplication
 
@@ -192,3 +192,21 @@ def test_a_saved_round_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     refinement_model.copy_whole(src, out)
     assert seen and all(dst != out and not existed for dst, existed in seen)  # never written in place
     assert out.read_bytes() == src.read_bytes() and sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_closing_the_window_with_a_report_open_closes_both_quietly(tdri_home, run, tmp_path, qtbot):
+    """The report's "finished" used to queue a focus call on the window being deleted."""
+    from studio.prefs import StudioPrefs
+    from studio.ui.main_window import MainWindow
+
+    engine = FakeEngine()
+    window = MainWindow(StudioPrefs.load(), engine_factory=lambda profile, settings: engine)
+    window.show()
+    qtbot.waitExposed(window)
+    dialog = run(window.open_eval_report(_report_folder(tmp_path)))
+    assert dialog.isVisible()
+    window.close()
+    assert not dialog.isVisible()
+    window.deleteLater()  # as the app does on quit: the window goes before queued calls run
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qtbot.wait(50)  # a queued call on the deleted window would raise here (pytest-qt reports it)
