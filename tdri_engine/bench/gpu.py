@@ -209,7 +209,8 @@ def summary(rows: dict[str, Any], *, tiny: bool = False) -> dict[str, Any]:
         if not cands:
             return None
         ratio, name = min(cands)
-        return {"row": name, "warm_ratio": ratio}
+        cold = ((rows[name].get("brief") or {}).get("ratio") or {}).get("cold")
+        return {"row": name, "warm_ratio": ratio, "cold_ratio": cold}  # cold: the first image
 
     out: dict[str, Any] = {"targets": dict(TARGETS)}
     if tiny:
