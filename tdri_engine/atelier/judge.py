@@ -4,13 +4,20 @@ It is trained only on renderings (never on generated images) and is never used b
 refinement loop: tests and evaluation measure with it, so what the loop optimises and what
 measures it stay apart.
 
-Architecture (chosen for CPU training in minutes and a file well under 2 MB): a 4x4 stride-4
-patch convolution (64 -> 16 px, 32 channels; a pattern period is 6.4 px, so one patch sees it),
-a 3x3 at 16 px, two stride-2 3x3 (64, 128 channels) down to 4 px, all with batch norm, a 2x2
-average pool kept spatial (so hem height and framing stay visible), one shared 256-unit layer
-and one linear head per field
-(``world.FIELDS``). An aspect is read correctly when every field of it is (``ASPECT_FIELDS``;
-Size = length, fit and sleeves where the garment has them).
+Architecture (chosen for CPU training in tens of minutes and a file under 2 MB): six 3x3
+convolutions with batch norm, ``CHANNELS`` = (16, 32, 48, 64, 96, 128) at 32, 16, 16, 8, 8 and
+4 px (stride 2 except the 2nd and 4th of a size). The first layer works at 32 px: a shirt's
+collar, a hood or the 30 % width of a loose fit are a few pixels at 64 px, which a 4x4 stride-4
+patch stem (the first judge) blurred together. A 2x2 average pool kept spatial (so hem height
+and framing stay visible), one shared 256-unit layer and one linear head per field
+(``world.FIELDS``) over ``world.ALL_VOCAB`` (the NOVEL colour included: the judge measures a
+fine-tuned generator on it). An aspect is read correctly when every field of it is
+(``ASPECT_FIELDS``; Size = length, fit and sleeves where the garment has them).
+
+Training augments each batch with a horizontal flip (every field is mirror-symmetric: a bag on
+the other hip is still a bag) and a shift of up to 3 px (edge pixels repeated): the first judge
+read its training pictures at 0.99 and held-out ones at 0.90 on length and style, i.e. it had
+memorised 12 000 pictures.
 
 Saved as ``model.safetensors`` + ``config.json`` (vocabularies, sizes, normalisation); loading
 reads only those two files.
@@ -27,11 +34,11 @@ import numpy as np
 
 from ..errors import BadInput, ModelBroken
 from ..settings import ASPECTS
-from .world import ASPECT_FIELDS, FIELDS, VOCAB, Record
+from .world import ALL_VOCAB, ASPECT_FIELDS, FIELDS, Record
 
 JUDGE_KIND = "atelier-judge"
 BUNDLED = Path(__file__).resolve().parent / "weights" / "judge"  # the committed, trained judge
-CHANNELS = (32, 32, 64, 128)
+CHANNELS = (16, 32, 48, 64, 96, 128)
 HIDDEN = 256
 
 
@@ -43,18 +50,17 @@ def build_model(channels: Sequence[int] = CHANNELS, hidden: int = HIDDEN) -> Any
     class Judge(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            c1, c2, c3, c4 = channels
+            c1, c2, c3, c4, c5, c6 = channels
 
-            def block(i: int, o: int, stride: int, k: int = 3) -> list[Any]:
-                conv = nn.Conv2d(i, o, k, stride, (k - 1) // 2 if k == 3 else 0, bias=False)
-                return [conv, nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+            def block(i: int, o: int, stride: int) -> list[Any]:
+                return [nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
             self.features = nn.Sequential(
-                *block(3, c1, 4, k=4), *block(c1, c2, 1), *block(c2, c3, 2), *block(c3, c4, 2),
-                nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                *block(3, c1, 2), *block(c1, c2, 2), *block(c2, c3, 1), *block(c3, c4, 2),
+                *block(c4, c5, 1), *block(c5, c6, 2), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
             )  # fmt: skip
-            self.shared = nn.Sequential(nn.Linear(4 * c4, hidden), nn.ReLU(inplace=True))
-            self.heads = nn.ModuleDict({f: nn.Linear(hidden, len(VOCAB[f])) for f in FIELDS})
+            self.shared = nn.Sequential(nn.Linear(4 * c6, hidden), nn.ReLU(inplace=True))
+            self.heads = nn.ModuleDict({f: nn.Linear(hidden, len(ALL_VOCAB[f])) for f in FIELDS})
 
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             h = self.shared(self.features(x))
@@ -69,6 +75,21 @@ def to_tensor(images: np.ndarray) -> Any:
 
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 3) -> np.ndarray:
+    """A horizontal flip of half the pictures and a shift of up to ``shift`` px (edge pixels
+    repeated), drawn from ``rng``; labels are unchanged by both."""
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    dy = rng.integers(0, 2 * shift + 1, n)
+    dx = rng.integers(0, 2 * shift + 1, n)
+    flip = rng.random(n) < 0.5
+    out = np.empty_like(images)
+    for i in range(n):
+        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    return out
 
 
 def loss_fn(outputs: dict[str, Any], labels: Any) -> Any:
@@ -130,7 +151,7 @@ def save(model: Any, folder: Path, extra: dict[str, Any] | None = None) -> Path:
         "image_size": 64,
         "normalise": "x / 127.5 - 1",
         "fields": list(FIELDS),
-        "vocab": {f: list(VOCAB[f]) for f in FIELDS},
+        "vocab": {f: list(ALL_VOCAB[f]) for f in FIELDS},
         "aspect_fields": {a: list(fs) for a, fs in ASPECT_FIELDS.items()},
     } | (extra or {})
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -161,7 +182,7 @@ class Judge:
     def read(self, images: Sequence[Any]) -> list[dict[str, str]]:
         """The value of every field the judge sees in each image."""
         idx = predict_indices(self.model, self._pixels(images))
-        return [{f: VOCAB[f][int(row[i])] for i, f in enumerate(FIELDS)} for row in idx]
+        return [{f: ALL_VOCAB[f][int(row[i])] for i, f in enumerate(FIELDS)} for row in idx]
 
     def agreement(self, image: Any, record: Record) -> dict[str, bool]:
         """Per aspect: does the image show ``record``'s value(s)? (fields absent from the
@@ -186,7 +207,7 @@ def load(folder: Path) -> Judge:
         )
     try:
         config = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if config.get("kind") != JUDGE_KIND or config.get("vocab") != {f: list(VOCAB[f]) for f in FIELDS}:
+        if config.get("kind") != JUDGE_KIND or config.get("vocab") != {f: list(ALL_VOCAB[f]) for f in FIELDS}:
             raise ValueError("the config is not an Atelier judge of this world's vocabulary")
         model = build_model(config["channels"], config["hidden"])
         state = load_file(str(weights))

@@ -2,7 +2,8 @@
 
 The CLIP trains on the ``train`` split (held-out combinations never seen); the judge, a measuring
 instrument, on the ``world`` split (every combination, other render seeds; see ``splits``). Both
-are measured on the same ``heldout`` renderings. A step's batch is drawn from
+are measured on the same ``heldout`` renderings; the judge also on the ``novel`` split (the NOVEL
+colour no other role is trained on). A step's batch is drawn from
 ``numpy.random.default_rng([seed, step])`` so it depends on nothing but the seed and the step.
 """
 
@@ -13,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from . import clip_train, judge
+from . import clip_train, data, judge
 from .data import DataSet
+from .world import FIELDS, NOVEL
 
 ROLES = ("judge", "clip")
-DEFAULT_STEPS = {"judge": 2000, "clip": 900}
-DEFAULT_LR = {"judge": 2e-3, "clip": 1e-3}
+DEFAULT_STEPS = {"judge": 2400, "clip": 1200}
+NOVEL_N = 400  # renderings of the NOVEL colour the judge is measured on
+DEFAULT_LR = {"judge": 2e-3, "clip": 2e-3}
 BATCH = {"judge": 128, "clip": 64}
 
 
@@ -43,12 +46,21 @@ class JudgeRole:
         import torch
 
         idx = _batch(len(self.train), self.batch, self.seed, step)
-        out = self.model(judge.to_tensor(self.train.images[idx]))
+        images = judge.augment(self.train.images[idx], np.random.default_rng([self.seed, step, 2]))
+        out = self.model(judge.to_tensor(images))
         return judge.loss_fn(out, torch.from_numpy(self.train.labels[idx]))
 
     def evaluate(self) -> dict[str, Any]:
         pred = judge.predict_indices(self.model, self.heldout.images)
-        return judge.accuracy(pred, self.heldout.labels) | {"n_heldout": len(self.heldout)}
+        figures = judge.accuracy(pred, self.heldout.labels) | {"n_heldout": len(self.heldout)}
+        # the NOVEL colour: its share read right on renderings of the `novel` split
+        novel = data.build("novel", min(NOVEL_N, len(self.heldout)), self.seed)
+        novel_pred = judge.predict_indices(self.model, novel.images)
+        right = {
+            f: float((novel_pred[:, FIELDS.index(f)] == novel.labels[:, FIELDS.index(f)]).mean())
+            for f in NOVEL
+        }
+        return figures | {"novel": right, "n_novel": len(novel)}
 
     def export(self, folder: Path) -> None:
         judge.save(self.model, folder, {"data_hash": self.data_hash()})
@@ -63,7 +75,10 @@ class ClipRole:
         self.tokenizer: Any = None
 
     def build(self) -> None:
-        self.model = clip_train.build_model()
+        from torch import nn
+
+        # the CLIP and its training heads in one module: one optimiser, one checkpoint
+        self.model = nn.ModuleDict({"clip": clip_train.build_model(), "heads": clip_train.build_heads()})
         self.tokenizer = clip_train.load_tokenizer()
 
     def data_hash(self) -> str:
@@ -73,16 +88,27 @@ class ClipRole:
         idx = _batch(len(self.train), self.batch, self.seed, step)
         records = [self.train.samples[i].record for i in idx]
         text_seed = int(np.random.default_rng([self.seed, step, 1]).integers(1 << 31))
+        images = judge.augment(
+            self.train.images[idx], np.random.default_rng([self.seed, step, 2]), clip_train.CLIP_AUGMENT_SHIFT
+        )
         return clip_train.loss(
-            self.model, self.tokenizer, self.train.images[idx], self.train.labels[idx], records, text_seed
+            self.model["clip"],
+            self.tokenizer,
+            images,
+            self.train.labels[idx],
+            records,
+            text_seed,
+            heads=self.model["heads"],
         )
 
     def evaluate(self) -> dict[str, Any]:
-        figures = clip_train.zero_shot(self.model, self.tokenizer, self.heldout.images, self.heldout.labels)
+        figures = clip_train.zero_shot(
+            self.model["clip"], self.tokenizer, self.heldout.images, self.heldout.labels
+        )
         return figures | {"n_heldout": len(self.heldout), "metric": "zero-shot: best value prompt per field"}
 
     def export(self, folder: Path) -> None:
-        clip_train.save(self.model, self.tokenizer, folder)
+        clip_train.save(self.model["clip"], self.tokenizer, folder)
 
 
 TRAIN_SPLIT = {"judge": "world", "clip": "train"}

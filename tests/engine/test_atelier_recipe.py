@@ -15,7 +15,7 @@ import torch
 from tdri_engine.atelier import data, judge
 from tdri_engine.atelier.recipe import RunConfig, train_role
 from tdri_engine.atelier.roles import ClipRole, JudgeRole
-from tdri_engine.atelier.world import ASPECTS, render
+from tdri_engine.atelier.world import ASPECTS, NOVEL, render
 from tdri_engine.errors import TrainingError
 
 
@@ -70,6 +70,7 @@ def test_judge_resumes_after_a_kill_to_the_weights_of_an_uninterrupted_run(tiny_
     card = json.loads((tmp_path / "b/judge/card.json").read_text())
     assert card["data_hash"] == train.digest() and card["steps"] == 6 and card["resumed_from_step"] == 4
     assert set(card["heldout"]["aspects"]) == set(ASPECTS)
+    assert set(card["heldout"]["novel"]) == set(NOVEL) and card["heldout"]["n_novel"] == len(heldout)
     assert "data hash" in (tmp_path / "b/judge/MODEL_CARD.md").read_text()
     loaded = judge.load(tmp_path / "b/judge/model")
     seen = loaded.read([render(s.record, s.seed, 64) for s in heldout.samples[:3]])
@@ -87,8 +88,9 @@ def test_judge_resumes_after_a_kill_to_the_weights_of_an_uninterrupted_run(tiny_
 
 
 def test_the_judge_learns_from_renderings(tiny_data):
-    # Over 5 seeds, 20 steps on batches of 16 of 40 pictures take the loss (ten heads, about 14
-    # at the start) to 40-58 % of where it began (measured); the test asks for below 75 %.
+    # Over 5 seeds, 20 steps on batches of 16 of 40 pictures take the loss (ten heads, about 15
+    # at the start) to 68-73 % of where it began (measured with the 3x3-stem judge and its flip
+    # and shift augmentation); the test asks for below 85 %.
     train, heldout = tiny_data
     for seed in range(5):
         role = JudgeRole(train, heldout, seed=seed, batch=16)
@@ -103,7 +105,7 @@ def test_the_judge_learns_from_renderings(tiny_data):
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        assert np.mean(losses[-3:]) < np.mean(losses[:3]) * 0.75, (seed, losses[:3], losses[-3:])
+        assert np.mean(losses[-3:]) < np.mean(losses[:3]) * 0.85, (seed, losses[:3], losses[-3:])
 
 
 def test_clip_trains_resumes_and_loads_through_the_project_clip_loader(tiny_data, tmp_path):

@@ -147,7 +147,9 @@ def test_world_targets_answer_each_aspect_with_the_records_value():
     assert len({t.id for t in targets}) == 5
     for t in targets:
         rec = t.record
-        assert t.start_prompt == f"a {captions.PHRASES['garment'][rec.garment][0]}"
+        # "a dress", "a pair of trousers"
+        assert t.start_prompt == captions.aspect_caption(rec, "Content", seed=None)
+        assert captions.NAMES["garment"][rec.garment] in t.start_prompt
         assert captions.NAMES["color"][rec.color] in t.answers["Color"]
         assert captions.NAMES["background"][rec.background] in t.answers["Background"]
         assert t.image.size == (64, 64)
