@@ -1,4 +1,4 @@
-"""The trained judge committed with the project reads held-out renderings it never saw.
+"""The trained judge and CLIP committed with the project read held-out renderings they never saw.
 
 Each check draws 5 held-out samples of 40 renderings (data seeds 1-5; the figures in
 docs/atelier were made on seed 0) and asserts a floor per draw; the floors sit below the lowest
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tdri_engine.atelier import judge
+from tdri_engine.atelier import clip_train, judge
 from tdri_engine.atelier.data import labels_of
 from tdri_engine.atelier.splits import sample
 from tdri_engine.atelier.world import NOVEL, render
@@ -34,6 +34,13 @@ JUDGE_MEASURED = {
 JUDGE_FLOOR = {a: round(v - 0.1, 2) for a, v in JUDGE_MEASURED.items()}
 # the NOVEL colour on 5 draws of 20 renderings of the `novel` split: lowest share measured
 NOVEL_MEASURED = 1.0
+
+# CLIP zero-shot (committed 01:15, 1200 steps), measured on the same 5 draws: lowest per-draw
+# Background 1.0 and Color 0.725 (floors 0.9 and 0.6); pooled over the 200 pictures Style 0.44
+# and Perspective 0.48 (floors 0.34 and 0.38; chance 0.25 and 0.2). Its garment (0.035), Size
+# and Others are not asserted: they are below the targets (docs/atelier/README.md says why).
+CLIP_DRAW_FLOOR = {"Background": 0.9, "Color": 0.6}
+CLIP_POOLED_FLOOR = {"Style": 0.34, "Perspective": 0.38}
 
 
 def _draw(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,3 +67,22 @@ def test_the_committed_judge_reads_every_aspect_of_unseen_heldout_renderings(dra
         seen = reader.read([render(s.record, s.seed, 64) for s in novel])
         right = np.mean([r["color"] == NOVEL["color"] for r in seen])
         assert right >= NOVEL_MEASURED - 0.15, (seed, right)
+
+
+def test_the_committed_clip_picks_the_right_value_prompt_on_unseen_heldout_renderings(draws):
+    from transformers import CLIPModel
+
+    folder = judge.BUNDLED.parent / "clip"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 15_000_000
+    model = CLIPModel.from_pretrained(folder).float().eval()
+    tokenizer = clip_train.load_tokenizer()
+    preds = []
+    for seed, (images, labels) in zip(DRAWS, draws, strict=True):
+        pred = clip_train.zero_shot_predict(model, tokenizer, images)
+        aspects = judge.accuracy(pred, labels)["aspects"]
+        for aspect, floor in CLIP_DRAW_FLOOR.items():
+            assert aspects[aspect] >= floor, (seed, aspect, aspects[aspect])
+        preds.append(pred)
+    pooled = judge.accuracy(np.concatenate(preds), np.concatenate([lab for _, lab in draws]))["aspects"]
+    for aspect, floor in CLIP_POOLED_FLOOR.items():
+        assert pooled[aspect] >= floor, (aspect, pooled[aspect])
