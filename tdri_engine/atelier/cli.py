@@ -122,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
     summary_roles: dict[str, Any] = {}
     summary: dict[str, Any] = {"render_s": round(time.monotonic() - t0, 1), "roles": summary_roles}
     for name in roles:
-        role = make_role(name, sets[TRAIN_SPLIT[name]], heldout, args.seed)
+        role = make_role(name, sets[TRAIN_SPLIT[name]], heldout, args.seed, out=out)
         steps = args.steps or DEFAULT_STEPS[name]
         result = train_role(role, RunConfig(steps=steps, seed=args.seed, lr=DEFAULT_LR[name]), out)
         summary_roles[name] = {
@@ -164,7 +164,7 @@ def _eval(args: argparse.Namespace) -> int:
         ckpt = args.out / name / "checkpoint"
         if not (ckpt / "checkpoint.json").is_file():
             raise BadInput(f"No checkpoint of {name} in {ckpt}.", "Train it first with `tdri world train`.")
-        role = make_role(name, train, heldout, args.seed)
+        role = make_role(name, train, heldout, args.seed, out=args.out)
         torch.manual_seed(args.seed)
         role.build()
         opt = torch.optim.AdamW(role.model.parameters())

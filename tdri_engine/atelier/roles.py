@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from . import clip_train, data, judge
+from . import clip_train, data, gen_train, judge
 from .data import DataSet
 from .world import FIELDS, NOVEL
 
-ROLES = ("judge", "clip")
-DEFAULT_STEPS = {"judge": 2400, "clip": 1200}
+ROLES = ("judge", "clip", *gen_train.ROLES)
+DEFAULT_STEPS = {"judge": 2400, "clip": 1200} | gen_train.DEFAULT_STEPS
 NOVEL_N = 400  # renderings of the NOVEL colour the judge is measured on
-DEFAULT_LR = {"judge": 2e-3, "clip": 2e-3}
+DEFAULT_LR = {"judge": 2e-3, "clip": 2e-3} | gen_train.DEFAULT_LR
 BATCH = {"judge": 128, "clip": 64}
 
 
@@ -111,8 +111,12 @@ class ClipRole:
         clip_train.save(self.model["clip"], self.tokenizer, folder)
 
 
-TRAIN_SPLIT = {"judge": "world", "clip": "train"}
+TRAIN_SPLIT = {"judge": "world", "clip": "train"} | {r: "train" for r in gen_train.ROLES}
 
 
-def make_role(name: str, train: DataSet, heldout: DataSet, seed: int) -> Any:
+def make_role(name: str, train: DataSet, heldout: DataSet, seed: int, out: Path | None = None) -> Any:
+    """The role ``name``; ``out`` (the run folder) is where the generator finds its autoencoder
+    and CLIP."""
+    if name in gen_train.ROLES:
+        return gen_train.make_role(name, train, heldout, seed, out or Path("."))
     return {"judge": JudgeRole, "clip": ClipRole}[name](train, heldout, seed)

@@ -70,12 +70,12 @@ def test_the_committed_judge_reads_every_aspect_of_unseen_heldout_renderings(dra
 
 
 def test_the_committed_clip_picks_the_right_value_prompt_on_unseen_heldout_renderings(draws):
-    from transformers import CLIPModel
+    from transformers import CLIPModel, CLIPTokenizer
 
     folder = judge.BUNDLED.parent / "clip"
     assert sum(p.stat().st_size for p in folder.iterdir()) < 15_000_000
     model = CLIPModel.from_pretrained(folder).float().eval()
-    tokenizer = clip_train.load_tokenizer()
+    tokenizer = CLIPTokenizer.from_pretrained(folder)  # the folder's own tokenizer, as loaders read it
     preds = []
     for seed, (images, labels) in zip(DRAWS, draws, strict=True):
         pred = clip_train.zero_shot_predict(model, tokenizer, images)
