@@ -122,8 +122,8 @@ def _train(args: argparse.Namespace) -> int:
     summary_roles: dict[str, Any] = {}
     summary: dict[str, Any] = {"render_s": round(time.monotonic() - t0, 1), "roles": summary_roles}
     for name in roles:
-        role = make_role(name, sets[TRAIN_SPLIT[name]], heldout, args.seed, out=out)
         steps = args.steps or DEFAULT_STEPS[name]
+        role = make_role(name, sets[TRAIN_SPLIT[name]], heldout, args.seed, steps, out=out)
         result = train_role(role, RunConfig(steps=steps, seed=args.seed, lr=DEFAULT_LR[name]), out)
         summary_roles[name] = {
             "steps": steps,

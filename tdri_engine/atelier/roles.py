@@ -14,14 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from . import clip_train, data, gen_train, judge
+from . import blip_train, clip_train, data, gen_train, judge, vlm_train
 from .data import DataSet
 from .world import FIELDS, NOVEL
 
-ROLES = ("judge", "clip", *gen_train.ROLES)
-DEFAULT_STEPS = {"judge": 2400, "clip": 1200} | gen_train.DEFAULT_STEPS
+ROLES = ("judge", "clip", "vlm", "blip", *gen_train.ROLES)
+DEFAULT_STEPS = {
+    "judge": 2400,
+    "clip": 1200,
+    "vlm": vlm_train.DEFAULT_STEPS,
+    "blip": blip_train.DEFAULT_STEPS,
+} | gen_train.DEFAULT_STEPS
 NOVEL_N = 400  # renderings of the NOVEL colour the judge is measured on
-DEFAULT_LR = {"judge": 2e-3, "clip": 2e-3} | gen_train.DEFAULT_LR
+DEFAULT_LR = {"judge": 2e-3, "clip": 2e-3, "vlm": vlm_train.LR, "blip": blip_train.LR} | gen_train.DEFAULT_LR
 BATCH = {"judge": 128, "clip": 64}
 
 
@@ -111,12 +116,20 @@ class ClipRole:
         clip_train.save(self.model["clip"], self.tokenizer, folder)
 
 
-TRAIN_SPLIT = {"judge": "world", "clip": "train"} | {r: "train" for r in gen_train.ROLES}
+TRAIN_SPLIT = {"judge": "world", "clip": "train", "vlm": "train", "blip": "train"} | {
+    r: "train" for r in gen_train.ROLES
+}
 
 
-def make_role(name: str, train: DataSet, heldout: DataSet, seed: int, out: Path | None = None) -> Any:
-    """The role ``name``; ``out`` (the run folder) is where the generator finds its autoencoder
-    and CLIP."""
+def make_role(
+    name: str, train: DataSet, heldout: DataSet, seed: int, steps: int | None = None, out: Path | None = None
+) -> Any:
+    """The role ``name``; ``steps`` (the run's total) lets the VLM place its two phases; ``out``
+    (the run folder) is where the generator finds its autoencoder and CLIP."""
     if name in gen_train.ROLES:
         return gen_train.make_role(name, train, heldout, seed, out or Path("."))
+    if name == "vlm":
+        return vlm_train.VlmRole(train, heldout, seed, steps=steps)
+    if name == "blip":
+        return blip_train.BlipRole(train, heldout, seed)
     return {"judge": JudgeRole, "clip": ClipRole}[name](train, heldout, seed)
