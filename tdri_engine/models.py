@@ -378,10 +378,15 @@ def demo_profile() -> ModelProfile:
 # The Atelier's models, calibrated on them by
 #   tdri models calibrate --profile atelier --out docs/calibration/atelier.json
 # (the values below are that file's "thresholds"; see the README's calibration table).
-ATELIER_THRESHOLDS = dataclasses.replace(
-    DEMO_THRESHOLDS,
-    calibrated=False,
-    source="the demo's, until the Atelier's CLIP is committed and calibrated",
+ATELIER_THRESHOLDS = Thresholds(
+    tau=0.7951,
+    ae_threshold=0.997,
+    question_rate=0.5,
+    ae_rate=0.375,
+    ambiguity=(0.793, 0.0379),
+    misalignment=(0.9105, 0.094),
+    calibrated=True,
+    source="tdri models calibrate --profile atelier --prompts docs/calibration/atelier_prompts.txt (24 prompts)",
 )
 # 64x64 is the size the Atelier generator was trained at (16x16 latents); its DDIM steps.
 ATELIER_LIMITS = {"width": 64, "height": 64, "steps": 20}
