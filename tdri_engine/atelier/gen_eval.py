@@ -27,7 +27,7 @@ import numpy as np
 
 from .data import labels_of
 from .splits import sample
-from .world import FIELDS, VOCAB, render
+from .world import ALL_VOCAB, FIELDS, render
 
 
 def generate(
@@ -60,31 +60,34 @@ def measure(
     steps: int | None = None,
     guidance: float | None = None,
     data_seed: int = 7,
+    start: int = 0,
     with_renderings: bool = True,
 ) -> dict[str, Any]:
     """Judge-measured shares of prompted values on ``n`` held-out prompts (see the module doc).
 
     ``data_seed`` picks the held-out records; 7 keeps them apart from the records the CLIP and
-    the judge are evaluated on (data seed 0)."""
+    the judge are evaluated on (data seed 0). ``start`` measures prompts ``start .. start+n-1``
+    (image seeds ``seed + start + i``), so a long measure can run in parts and be merged
+    (``merge``)."""
     from .gen_train import DEFAULTS, chance_levels, heldout_prompt
     from .judge import accuracy
 
     steps = int(steps or DEFAULTS["steps"])
     guidance = float(DEFAULTS["guidance"] if guidance is None else guidance)
-    samples = sample("heldout", n, data_seed)
+    samples = sample("heldout", n, data_seed, start=start)
     prompts = [heldout_prompt(s.record, s.seed) for s in samples]
     labels = np.array([labels_of(s.record) for s in samples], dtype=np.int64).reshape(n, len(FIELDS))
     t0 = time.monotonic()
-    images = generate(pipe, prompts, [seed + i for i in range(n)], steps, guidance)
+    images = generate(pipe, prompts, [seed + start + i for i in range(n)], steps, guidance)
     gen_s = time.monotonic() - t0
     read = judge.read(images)
-    pred = np.array([[VOCAB[f].index(r[f]) for f in FIELDS] for r in read], dtype=np.int64)
+    pred = np.array([[ALL_VOCAB[f].index(r[f]) for f in FIELDS] for r in read], dtype=np.int64)
     found = accuracy(pred, labels)
     figures: dict[str, Any] = {
         "n_prompts": n,
         "steps": steps,
         "guidance": guidance,
-        "image_seeds": f"{seed}..{seed + n - 1}",
+        "image_seeds": f"{seed + start}..{seed + start + n - 1}",
         "heldout_data_seed": data_seed,
         "found": found,
         "chance": chance_levels(),
@@ -94,11 +97,31 @@ def measure(
     if with_renderings:
         rendered = [render(s.record, s.seed, 64) for s in samples]
         rpred = np.array(
-            [[VOCAB[f].index(r[f]) for f in FIELDS] for r in judge.read(rendered)], dtype=np.int64
+            [[ALL_VOCAB[f].index(r[f]) for f in FIELDS] for r in judge.read(rendered)], dtype=np.int64
         )
         figures["judge_on_renderings"] = accuracy(rpred, labels)
+        figures["raw_rendered"] = rpred.tolist()
+    figures["raw_pred"] = pred.tolist()
+    figures["raw_labels"] = labels.tolist()
     figures["_images"] = images
     return figures
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure set from parts measured with ``start`` offsets (from their raw readings)."""
+    from .judge import accuracy
+
+    pred = np.array([row for p in parts for row in p["raw_pred"]], dtype=np.int64)
+    labels = np.array([row for p in parts for row in p["raw_labels"]], dtype=np.int64)
+    out = {k: v for k, v in parts[0].items() if not k.startswith("raw_")}
+    out["n_prompts"] = len(labels)
+    out["found"] = accuracy(pred, labels)
+    if all("raw_rendered" in p for p in parts):
+        rendered = np.array([row for p in parts for row in p["raw_rendered"]], dtype=np.int64)
+        out["judge_on_renderings"] = accuracy(rendered, labels)
+    out["generate_s"] = round(sum(p["generate_s"] for p in parts), 1)
+    out["image_seeds"] = ", ".join(p["image_seeds"] for p in parts)
+    return out
 
 
 def grid(images: list[Any], cols: int = 10, scale: int = 2) -> Any:
@@ -126,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", type=Path, default=None, help="judge folder (default: the bundled one)")
     p.add_argument("-n", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="first held-out prompt (to measure in parts)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -142,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_pipeline(args.model, Spec(), torch.device("cpu"), torch.float32)
     the_judge = judge_mod.load(args.judge) if args.judge else judge_mod.load_bundled()
     t0 = time.monotonic()
-    figures = measure(pipe, the_judge, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+    figures = measure(
+        pipe, the_judge, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, start=args.start
+    )
     images = figures.pop("_images")
     figures["wall_s"] = round(time.monotonic() - t0, 1)
     figures["command"] = "python -m tdri_engine.atelier.gen_eval " + " ".join(

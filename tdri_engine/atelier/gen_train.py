@@ -400,8 +400,8 @@ class GeneratorRole:
         *,
         run_dir: Path,
         clip_dir: Path,
-        batch: int = 64,
-        eval_prompts: int = 64,
+        batch: int = 32,
+        eval_prompts: int = 100,
     ):
         self.train, self.heldout, self.seed, self.batch = train, heldout, seed, batch
         self.run_dir, self.clip_dir = Path(run_dir), Path(clip_dir)
@@ -486,6 +486,7 @@ class GeneratorRole:
             return {"note": "no bundled judge to measure with"}
         figures = measure(self.pipeline(), the_judge, n=self.eval_prompts, seed=self.seed)
         figures.pop("_images")
+        figures = {k: v for k, v in figures.items() if not k.startswith("raw_")}
         found = figures.pop("found")
         return {"aspects": found["aspects"], "fields": found["fields"]} | figures
 

@@ -185,11 +185,13 @@ def test_captions_hold_a_tenth_empty_and_every_kind_of_prompt():
 
 SEEDS = (0, 1, 2, 3, 4)
 # Measured on the committed weights (12 colours x 5 seeds, "a <colour> dress", default steps
-# and guidance): see docs/atelier/generator.json `colour_test`. Chance is 1/12 = 0.083.
+# and guidance; docs/atelier/generator.json `colour_test`): share 0.317 (19 of 60); orange 5/5,
+# blue 4, grey 4, black 3. Chance is 1/12 = 0.083. The bounds leave a margin below both.
 COLOUR_SHARE_BOUND = 0.2
 COLOURS_ON_MOST_SEEDS = 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (gen_train.BUNDLED / "model_index.json").is_file(), reason="no committed generator")
 def test_the_committed_generator_draws_the_prompted_colour():
     """Judge-measured: for each of the 12 colours, "a <colour> dress" on 5 seeds, at the folder's
