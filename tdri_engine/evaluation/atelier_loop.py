@@ -72,9 +72,9 @@ class TasteConfig:
     steps: int | None = 10  # denoising steps (DDIM; None: the profile's 20). 10: the CPU budget
     guidance: float = 4.0  # the Atelier generator's sampling default
     size: int = 64
-    dpo_steps: int = 60
-    dpo_lr: float = 1e-3
-    dpo_beta: float = 500.0
+    dpo_steps: int = 100
+    dpo_lr: float = 3e-3
+    dpo_beta: float = 2000.0
     dpo_rank: int = 8
     batch: int = 16  # images per pipeline call
     max_images: int = 600  # give up drawing after this many (a family the model never draws)
@@ -107,6 +107,41 @@ def _in_family(colours: Sequence[str], family: str) -> list[bool]:
     return [c in COLOUR_FAMILIES[family] for c in colours]
 
 
+PoolImage = tuple[str, int, Any, bool]  # prompt, seed, image, in the family (as the judge reads it)
+
+
+def _drawn(pipe: Any, judge: Any, c: TasteConfig, steps: int) -> Any:
+    """Images on the training prompts, drawn in batches on the user's seeds, up to max_images."""
+    drawn = 0
+    while drawn < c.max_images:
+        n = min(c.batch, c.max_images - drawn)
+        prompts = [c.train_prompts[(drawn + k) % len(c.train_prompts)] for k in range(n)]
+        seeds = [10_000 * (c.seed + 1) + drawn + k for k in range(n)]
+        images = _images(pipe, prompts, seeds, c, steps)
+        inside = _in_family([r["color"] for r in judge.read(images)], c.family)
+        yield from zip(prompts, seeds, images, inside, strict=True)
+        drawn += n
+
+
+def draw_pool(engine: Any, judge: Any, c: TasteConfig, n: int) -> list[PoolImage]:
+    """``n`` images on the training prompts (seeds from 500 000), judged once, for several users."""
+    from ..settings import EngineSettings
+
+    settings, _ = engine.session_settings(EngineSettings(width=c.size, height=c.size))
+    pipe = engine.registry.get("generator")
+    pipe.set_progress_bar_config(disable=True)
+    c2 = TasteConfig(**{**asdict(c), "seed": 49, "max_images": n})  # seeds 500 000 + i
+    return list(_drawn(pipe, judge, c2, c.steps or settings.steps))
+
+
+def _shuffled(pool: list[PoolImage], seed: int) -> list[PoolImage]:
+    import random
+
+    order = list(pool)
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def heldout_share(pipe: Any, judge: Any, c: TasteConfig, steps: int) -> tuple[float, dict[str, int]]:
     """Share of held-out images the judge reads in the family, and the colour counts. The
     held-out seeds are the same for every user, so every update is measured on one image set."""
@@ -125,6 +160,7 @@ def colour_taste(
     config: TasteConfig,
     projects_root: Path,
     before: tuple[float, dict[str, int]] | None = None,
+    pool: list[PoolImage] | None = None,
 ) -> dict[str, Any]:
     """One simulated user (``config.family``, ``config.seed``): 40 choices, one DPO update, the
     held-out share of the family before and after (``before``: that share already measured on
@@ -133,7 +169,9 @@ def colour_taste(
     The user is shown two images of the same prompt at a time and prefers the one in the family.
     Images are drawn per prompt on the user's seeds; an image in the family is paired with the
     next image of the same prompt outside it (each image in one pair only), so no drawn picture
-    is wasted on a pair without a preference."""
+    is wasted on a pair without a preference. With ``pool`` (:func:`draw_pool`), the user's
+    images come from that shared set in an order drawn from the user's seed instead (cheaper
+    when several users are measured: the pictures are made once)."""
     from ..optimizer import adapters
     from ..optimizer.dpo import DPOConfig
     from ..optimizer.trainer import run_update
@@ -159,29 +197,26 @@ def colour_taste(
         pairs: list[PreferencePair] = []
         waiting: dict[str, dict[bool, list[tuple[Any, int]]]] = {}  # prompt -> in family? -> images
         drawn = 0
-        while len(pairs) < c.choices and drawn < c.max_images:
-            n = min(c.batch, c.max_images - drawn)
-            prompts = [c.train_prompts[(drawn + k) % len(c.train_prompts)] for k in range(n)]
-            seeds = [10_000 * (c.seed + 1) + drawn + k for k in range(n)]
-            images = _images(pipe, prompts, seeds, c, steps)
-            inside = _in_family([r["color"] for r in judge.read(images)], c.family)
-            for prompt, seed, image, warm in zip(prompts, seeds, images, inside, strict=True):
-                slot = waiting.setdefault(prompt, {True: [], False: []})
-                if slot[not warm] and len(pairs) < c.choices:
-                    other, other_seed = slot[not warm].pop(0)
-                    liked, other_liked = (image, seed), (other, other_seed)
-                    win, lose = (liked, other_liked) if warm else (other_liked, liked)
-                    # the two sides alternate, so "left wins" says nothing on its own
-                    left, right = (win, lose) if len(pairs) % 2 == 0 else (lose, win)
-                    ia = store.add_image(left[0], ImageRecord(prompt=prompt, seed=left[1], round=0))
-                    ib = store.add_image(right[0], ImageRecord(prompt=prompt, seed=right[1], round=0))
-                    choice = "left" if left is win else "right"
-                    pairs.append(
-                        PreferencePair(prompt=prompt, image_left=ia.id, image_right=ib.id, choice=choice)
-                    )
-                else:
-                    slot[warm].append((image, seed))
-            drawn += n
+        source = _shuffled(pool, c.seed) if pool is not None else _drawn(pipe, judge, c, steps)
+        for prompt, seed, image, warm in source:
+            drawn += 1
+            slot = waiting.setdefault(prompt, {True: [], False: []})
+            if slot[not warm]:
+                other, other_seed = slot[not warm].pop(0)
+                liked, other_liked = (image, seed), (other, other_seed)
+                win, lose = (liked, other_liked) if warm else (other_liked, liked)
+                # the two sides alternate, so "left wins" says nothing on its own
+                left, right = (win, lose) if len(pairs) % 2 == 0 else (lose, win)
+                ia = store.add_image(left[0], ImageRecord(prompt=prompt, seed=left[1], round=0))
+                ib = store.add_image(right[0], ImageRecord(prompt=prompt, seed=right[1], round=0))
+                choice = "left" if left is win else "right"
+                pairs.append(
+                    PreferencePair(prompt=prompt, image_left=ia.id, image_right=ib.id, choice=choice)
+                )
+                if len(pairs) >= c.choices:
+                    break
+            else:
+                slot[warm].append((image, seed))
         if len(pairs) < c.choices:
             from ..errors import TrainingError
 
@@ -201,7 +236,15 @@ def colour_taste(
             seed=c.seed,
         )
         version = run_update(store, pipe, settings, config=dpo)
-        pipe.load_lora_weights(adapters.active_adapter_dir(store))
+        adapter = adapters.active_adapter_dir(store)
+        if adapter is None:  # the update was kept but not activated (a loss spike): say so
+            from ..errors import TrainingError
+
+            raise TrainingError(
+                f"The update {version.id} was not activated ({version.status}).",
+                "Lower dpo_lr or dpo_steps.",
+            )
+        pipe.load_lora_weights(adapter)
         try:
             share_after, counts_after = heldout_share(pipe, judge, c, steps)
         finally:
