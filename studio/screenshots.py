@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 SIZE = (1440, 900)
 SIZES = (SIZE, (1920, 1080))  # a laptop and a desktop screen; the first keeps the plain names
-DEMO_PROMPT = "a red silk evening dress on a model, studio light"
+# in the Atelier's own words, so its trained models draw what the screenshot says
+DEMO_PROMPT = "a red dress on a mannequin at the beach"
 MAX_EXTRA_ROUNDS = 4  # rounds added until a question is pending (the profile's tau asks ~ half the time)
 
 
@@ -120,11 +121,11 @@ async def _refinement_shot(window: Any, path: Path) -> Path:
             reply: api.Reply = (
                 api.Answer(q.aspect, q.options[0] if q.options else "deep red")
                 if q is not None
-                else api.Feedback("longer sleeves")
+                else api.Feedback("long sleeves")
             )
             await ref.refine(reply)
             await ref.choose("right")
-            feedback = iter(("longer sleeves", "a thin gold belt", "open back", "softer light"))
+            feedback = iter(("long sleeves", "with a belt", "stripes", "side view"))
             for _ in range(MAX_EXTRA_ROUNDS):
                 if ref.pending_question is not None or await ref.refine(api.Feedback(next(feedback))) is None:
                     break

@@ -696,7 +696,8 @@ class RefinementSession:
         if hook is None:
             return result, ""
         # plain words first, the numbers last (the studio shows the sentence as it is)
-        measured = f"1 - CLIP similarity {misalignment:.2f} > threshold {threshold:.2f}"
+        # three decimals: a calibrated threshold can sit at 0.997, and "1.00 > 1.00" reads as nonsense
+        measured = f"1 - CLIP similarity {misalignment:.3f} > threshold {threshold:.3f}"
         if init is not None and not hook.acts_on_edit(s.steps, s.edit_strength):
             hook.remove(pipe)  # A&E acts on the schedule's first half; this edit starts after it
             return result, (
@@ -727,7 +728,7 @@ class RefinementSession:
         return again, " ".join(
             [
                 "The image left out part of the prompt, so it was regenerated with Attend-and-Excite on "
-                f"{excited}, which strengthens neglected words ({measured}; now {after:.2f}).",
+                f"{excited}, which strengthens neglected words ({measured}; now {after:.3f}).",
                 *getattr(hook, "notes", ()),
             ]
         )
