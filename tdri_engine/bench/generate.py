@@ -348,7 +348,7 @@ def register(sub: Any) -> None:
         "--fast",
         default="none",
         help="fast-path levers of ours, comma-separated: sdpa, channels_last, fuse_qkv, compile, tf32, "
-        "cudnn_benchmark, or all (default none: ours as the studio runs it)",
+        "or all (default none: ours as the studio runs it)",
     )
     p.add_argument(
         "--compile-backend", default=None, help="torch.compile backend (inductor; aot_eager on a CPU)"
