@@ -391,6 +391,25 @@ ATELIER_THRESHOLDS = Thresholds(
 # 64x64 is the size the Atelier generator was trained at (16x16 latents); its DDIM steps.
 ATELIER_LIMITS = {"width": 64, "height": 64, "steps": 20}
 ATELIER_GUIDANCE = 4.0  # the generator's sampling default (atelier.gen_train.DEFAULTS)
+
+
+def starting_settings(profile: str) -> Any:
+    """The settings a new project on ``profile`` starts with (an ``EngineSettings``), or None for
+    the plain defaults. The Atelier generator was trained at 64 px and its chosen guidance is 4
+    (docs/atelier/generator.json: the prompted colour read right 0.32 at 4, 0.30 at 7, 0.22 at 2),
+    so its projects start at its own values, as the sample project does."""
+    if profile != "atelier":
+        return None
+    from .settings import EngineSettings
+
+    return EngineSettings(
+        width=ATELIER_LIMITS["width"],
+        height=ATELIER_LIMITS["height"],
+        steps=ATELIER_LIMITS["steps"],
+        guidance=ATELIER_GUIDANCE,
+    )
+
+
 ATELIER = "atelier"
 # The profile a new project, the studio's first start and the sample use where no real weights
 # are configured: the Atelier's trained models. "demo" (tiny random models) stays for tests.

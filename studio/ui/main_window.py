@@ -51,7 +51,7 @@ from studio.workers.tasks import Tasks
 from tdri_engine import paths
 from tdri_engine.errors import ProjectError, TdriError
 from tdri_engine.events import Error
-from tdri_engine.models import LOCAL_DEFAULT_PROFILE
+from tdri_engine.models import LOCAL_DEFAULT_PROFILE, starting_settings
 
 if TYPE_CHECKING:
     from tdri_engine.models import RoleStatus
@@ -421,7 +421,8 @@ class MainWindow(QMainWindow):
 
         root = self.prefs.projects_root()
         try:
-            store = await store_io.run(lambda: create_project(root, name, profile=profile))
+            settings = starting_settings(profile)  # a profile's own size, steps and guidance
+            store = await store_io.run(lambda: create_project(root, name, profile=profile, settings=settings))
             await store_io.run(store.set_meta, "tag_set", tag_set)
         except TdriError as exc:
             self.show_error(Error(exc.kind, f"Could not create the project: {exc.message}", exc.what_to_do))

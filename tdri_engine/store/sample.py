@@ -197,16 +197,10 @@ def build_sample(root: Path, *, force: bool = False) -> Path:
 
 def _build_into(root: Path) -> Path:
     from ..atelier.captions import full_caption
-    from ..models import ATELIER_GUIDANCE, ATELIER_LIMITS
-    from ..settings import EngineSettings
+    from ..models import starting_settings
 
     # the Atelier generator's own size, steps and guidance: the sample's dialogues ask for them
-    settings = EngineSettings(
-        width=ATELIER_LIMITS["width"],
-        height=ATELIER_LIMITS["height"],
-        steps=ATELIER_LIMITS["steps"],
-        guidance=ATELIER_GUIDANCE,
-    )
+    settings = starting_settings(PROFILE)
     store = create_project(root, SAMPLE_NAME, profile=PROFILE, settings=settings, created=CREATED)
     with store:
         records: list[object] = []

@@ -94,6 +94,25 @@ def test_new_recent_and_a_project_open_elsewhere(studio, new_project, qtbot, run
     assert window.store.path == store.path
 
 
+def test_a_new_atelier_project_starts_at_its_generators_own_size_steps_and_guidance(studio, new_project, run):
+    """The Atelier generator was trained at 64 px and samples at guidance 4: a project made on
+    that profile starts there; another profile keeps the defaults."""
+    from tdri_engine.models import ATELIER_GUIDANCE, ATELIER_LIMITS
+    from tdri_engine.settings import EngineSettings
+
+    window = studio(new_project("First"))
+    atelier = run(window.create_project("On the Atelier", tag_set="fashion", profile="atelier"))
+    s = atelier.settings
+    assert (s.width, s.height, s.steps, s.guidance) == (
+        ATELIER_LIMITS["width"],
+        ATELIER_LIMITS["height"],
+        ATELIER_LIMITS["steps"],
+        ATELIER_GUIDANCE,
+    )
+    plain = run(window.create_project("On the demo", tag_set="fashion", profile="demo"))
+    assert plain.settings.guidance == EngineSettings().guidance
+
+
 def test_the_window_shows_before_torch_is_imported(tmp_path):
     env = {
         **os.environ,
