@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from ..errors import TrainingError
+from ..store.fsutil import previous_dir, replace_dir, staging_dir
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -126,24 +125,14 @@ def save_checkpoint(folder: Path, model: Any, opt: Any, step: int, info: dict[st
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(folder)
     state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     save_file(state | opt_tensors, str(tmp / "state.safetensors"))
     (tmp / "checkpoint.json").write_text(
         json.dumps({"step": step, "optimizer": opt_meta} | info, indent=2), encoding="utf-8"
     )
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_dir(tmp, folder)
 
 
 def load_checkpoint(folder: Path, model: Any, opt: Any, info: dict[str, Any]) -> int:
@@ -153,7 +142,7 @@ def load_checkpoint(folder: Path, model: Any, opt: Any, info: dict[str, Any]) ->
 
     folder = Path(folder)
     if not (folder / "checkpoint.json").is_file():
-        old = folder.with_name(folder.name + ".old")  # killed between the two renames
+        old = previous_dir(folder)  # killed between the two renames
         if (old / "checkpoint.json").is_file():
             folder = old
         else:

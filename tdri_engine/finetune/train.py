@@ -45,6 +45,7 @@ from typing import Any
 from ..errors import BadInput, Cancelled, TdriError, TrainingError
 from ..events import CancelToken, EventSink, Progress, ignore_events
 from ..optimizer.dpo import DEFAULT_TARGET_MODULES
+from ..store.fsutil import previous_dir, replace_dir, staging_dir
 from .base import BaseModel
 from .dataset import DatasetReport
 
@@ -314,10 +315,7 @@ def save_checkpoint(folder: Path, unet: Any, optimizer: Any, step: int, info: di
                     tensors[f"opt.{key}.{name}"] = value.detach().contiguous().cpu()
                 else:
                     scalars.setdefault(name, {})[key] = float(value)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(folder)
     save_file(tensors, str(tmp / "state.safetensors"))
     meta = {"step": step, "optimizer_scalars": scalars} | info
     (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -327,19 +325,12 @@ def save_checkpoint(folder: Path, unet: Any, optimizer: Any, step: int, info: di
             os.fsync(fd)
         finally:
             os.close(fd)
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_dir(tmp, folder)
 
 
 def read_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """(checkpoint folder, its JSON) or None; a run killed between the two renames left ``.old``."""
-    for candidate in (folder, folder.with_name(folder.name + ".old")):
+    for candidate in (folder, previous_dir(folder)):
         meta_file = candidate / "checkpoint.json"
         if meta_file.is_file() and (candidate / "state.safetensors").is_file():
             try:

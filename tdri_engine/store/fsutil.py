@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,35 @@ def atomic_write(path: Path, data: bytes, *, keep_backup: bool = False) -> None:
             link_or_copy(path, path.with_name(path.name + ".bak"))
         os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def staging_dir(folder: Path) -> Path:
+    """``<folder>.tmp``, emptied and made: where a whole folder is written before
+    :func:`replace_dir` puts it in ``folder``'s place."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def previous_dir(folder: Path) -> Path:
+    """``<folder>.old``: where :func:`replace_dir` keeps the old folder between its two renames
+    (a process killed there leaves it, and a reader looks there when ``folder`` is missing)."""
+    return folder.with_name(folder.name + ".old")
+
+
+def replace_dir(staged: Path, folder: Path) -> None:
+    """Put the folder ``staged`` in ``folder``'s place: the old one is renamed aside to
+    :func:`previous_dir` first and removed after, so at every moment one whole folder exists."""
+    old = previous_dir(folder)
+    if folder.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(folder, old)
+    os.replace(staged, folder)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
