@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_error(exc: TdriError) -> int:
+    """Print a TdriError's message and what to do on stderr; returns the exit status 1.
+
+    Messages quote names, prompts and paths: shown escaped, they cannot drive the terminal."""
+    print(f"error: {terminal_lines(exc.message)}", file=sys.stderr)
+    if exc.what_to_do:
+        print(f"what to do: {terminal_lines(exc.what_to_do)}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TdriError as exc:
-        # messages quote names, prompts and paths: shown escaped, they cannot drive the terminal
-        print(f"error: {terminal_lines(exc.message)}", file=sys.stderr)
-        if exc.what_to_do:
-            print(f"what to do: {terminal_lines(exc.what_to_do)}", file=sys.stderr)
-        return 1
+        return print_error(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import print_error
 from ..errors import TdriError
-from ..validation import terminal_lines
 from .cli import add_arguments, run
 
 
@@ -18,10 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except TdriError as exc:
-        print(f"error: {terminal_lines(exc.message)}", file=sys.stderr)
-        if exc.what_to_do:
-            print(f"what to do: {terminal_lines(exc.what_to_do)}", file=sys.stderr)
-        return 1
+        return print_error(exc)
     except KeyboardInterrupt:
         print("interrupted: the checkpoint is saved; run the same command to continue", file=sys.stderr)
         return 130
