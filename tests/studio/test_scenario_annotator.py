@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keys_only import ALT, CTRL, SHIFT, Keys
 from PIL import Image, ImageDraw
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
@@ -25,11 +26,6 @@ from tdri_engine.records import Annotation, ImageRecord, PreferencePair, Task
 from tdri_engine.store import open_project
 from tdri_engine.store.positions import map_choice, shown_order
 
-NO = Qt.KeyboardModifier.NoModifier
-CTRL = Qt.KeyboardModifier.ControlModifier
-SHIFT = Qt.KeyboardModifier.ShiftModifier
-ALT = Qt.KeyboardModifier.AltModifier
-
 
 def folder_of_garments(folder: Path, n: int = 6) -> Path:
     folder.mkdir(parents=True)
@@ -39,22 +35,6 @@ def folder_of_garments(folder: Path, n: int = 6) -> Path:
         ImageDraw.Draw(im).rectangle([30, 20, 66, 110], fill=colours[i % len(colours)])
         im.save(folder / f"garment_{i:02d}.png")
     return folder
-
-
-class Keys:
-    """Presses keys on whatever has the focus (the window when nothing inside it has)."""
-
-    def __init__(self, qtbot: Any, window: QWidget) -> None:
-        self.qtbot, self.window = qtbot, window
-
-    def focused(self) -> QWidget:
-        return QApplication.focusWidget() or self.window
-
-    def press(self, key: Qt.Key, mod: Qt.KeyboardModifier = NO) -> None:
-        self.qtbot.keyClick(self.focused(), key, mod)
-
-    def type(self, text: str) -> None:
-        self.qtbot.keyClicks(self.focused(), text)
 
 
 def start_window(qtbot: Any, project: Path) -> MainWindow:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keys_only import ALT, CTRL, NO, SHIFT, Keys
 from PIL import Image
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
+from PySide6.QtWidgets import QApplication, QFileDialog
 
 from studio.app import load_style
 from studio.prefs import StudioPrefs
@@ -28,27 +29,7 @@ from studio.workers.engine_setup import real_engine_factory
 from tdri_engine.records import DialogueTurn, ImageRecord
 from tdri_engine.store import create_project, open_project
 
-NO = Qt.KeyboardModifier.NoModifier
-CTRL = Qt.KeyboardModifier.ControlModifier
-SHIFT = Qt.KeyboardModifier.ShiftModifier
-ALT = Qt.KeyboardModifier.AltModifier
 ROUND_MS = 240_000
-
-
-class Keys:
-    """Presses keys on whatever has the focus (the window when nothing inside it has)."""
-
-    def __init__(self, qtbot: Any, window: QWidget) -> None:
-        self.qtbot, self.window = qtbot, window
-
-    def focused(self) -> QWidget:
-        return QApplication.focusWidget() or self.window
-
-    def press(self, key: Qt.Key, mod: Qt.KeyboardModifier = NO) -> None:
-        self.qtbot.keyClick(self.focused(), key, mod)
-
-    def type(self, text: str) -> None:
-        self.qtbot.keyClicks(self.focused(), text)
 
 
 @pytest.fixture
