@@ -23,7 +23,6 @@ from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
-    QLineEdit,
     QMainWindow,
     QMessageBox,
     QTabWidget,
@@ -43,6 +42,7 @@ from studio.ui.message_bar import MessageBar
 from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.ui.refinement_view import RefinementView
 from studio.ui.settings_dialog import SettingsDialog, project_profile
+from studio.ui.view_parts import open_for_keys
 from studio.workers import store_io
 from studio.workers.engine_bridge import EngineBridge, EngineSpec, JobCancelled, JobFailed, WorkerContext
 from studio.workers.engine_setup import EngineFactory, real_engine_factory
@@ -521,11 +521,7 @@ class MainWindow(QMainWindow):
         dlg.fileSelected.connect(lambda folder: self.spawn(self.open_eval_report(folder)))
         dlg.rejected.connect(self._back_to_work_later)
         self.report_file_dialog = dlg
-        dlg.open()
-        dlg.activateWindow()  # the keys go to the folder name at once (some platforms need asking)
-        name_box = dlg.findChild(QLineEdit, "fileNameEdit")
-        if name_box is not None:
-            name_box.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
+        open_for_keys(dlg)  # the keys go to the folder name at once
         return dlg
 
     async def open_eval_report(self, path: str | Path) -> EvalReportDialog | None:

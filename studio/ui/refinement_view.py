@@ -40,7 +40,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QListView,
     QListWidget,
     QListWidgetItem,
@@ -63,7 +62,7 @@ from studio.ui.image_view import ImageView
 from studio.ui.job_widget import JobProgress
 from studio.ui.plain_label import PlainLabel, plain_tooltip
 from studio.ui.round_metrics import RoundMetricsPanel
-from studio.ui.view_parts import bind_shortcut, side_scroll
+from studio.ui.view_parts import bind_shortcut, open_for_keys, side_scroll
 from studio.workers.tasks import Tasks
 from tdri_engine import api
 from tdri_engine.events import Error, Question
@@ -699,11 +698,8 @@ class RefinementView(QWidget):
         dlg.fileSelected.connect(lambda p: self.tasks.spawn(self.model.save_image_as(r, p)))
         dlg.finished.connect(lambda _r: self._back_to_work())
         self.save_dialog = dlg
-        dlg.open()
-        dlg.activateWindow()  # the keys go to the file name at once (some platforms need asking)
-        name_box = dlg.findChild(QLineEdit, "fileNameEdit")
+        name_box = open_for_keys(dlg)  # the keys go to the file name at once
         if name_box is not None:
-            name_box.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
             name_box.selectAll()
         return dlg
 
