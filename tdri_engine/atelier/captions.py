@@ -264,39 +264,46 @@ def full_caption(record: Record, seed: int | None = 0) -> str:
 # per field and value, the pattern that names it in a caption (whole words; "short" and "long"
 # in "short sleeves" / "long sleeves" are sleeves, not a length)
 _NOT_SLEEVES = r"(?![ -]sleeve)"
+
+
+def _word(rx: str) -> str:
+    """``rx`` as a whole word: no letter, digit or hyphen touches it on either side."""
+    return rf"(?<![\w-]){rx}(?![\w-])"
+
+
 _MENTION: dict[str, dict[str, str]] = {
-    "garment": {g: rf"(?<![\w-]){re.escape(g)}(?![\w-])" for g in PHRASES["garment"]},
-    "color": {c: rf"(?<![\w-]){c}(?![\w-])" for c in PHRASES["color"]},
+    "garment": {g: _word(re.escape(g)) for g in PHRASES["garment"]},
+    "color": {c: _word(c) for c in PHRASES["color"]},
     "length": {
-        "short": rf"(?<![\w-])short(?![\w-]){_NOT_SLEEVES}",
-        "knee-length": r"(?<![\w-])knee-length(?![\w-])",
-        "long": rf"(?<![\w-])long(?![\w-]){_NOT_SLEEVES}",
+        "short": _word("short") + _NOT_SLEEVES,
+        "knee-length": _word("knee-length"),
+        "long": _word("long") + _NOT_SLEEVES,
     },
-    "fit": {"fitted": r"(?<![\w-])fitted(?![\w-])", "loose": r"(?<![\w-])loose(?![\w-])"},
+    "fit": {"fitted": _word("fitted"), "loose": _word("loose")},
     "sleeves": {
-        "sleeveless": r"(?<![\w-])sleeveless(?![\w-])",
-        "short sleeves": r"(?<![\w-])short sleeves(?![\w-])",
-        "long sleeves": r"(?<![\w-])long sleeves(?![\w-])",
+        "sleeveless": _word("sleeveless"),
+        "short sleeves": _word("short sleeves"),
+        "long sleeves": _word("long sleeves"),
     },
     "style": {
-        "flat lay": r"(?<![\w-])flat lay(?![\w-])",
-        "line sketch": r"(?<![\w-])line sketch(?![\w-])",
-        "on a mannequin": r"(?<![\w-])mannequin(?![\w-])",
-        "on a hanger": r"(?<![\w-])hanger(?![\w-])",
+        "flat lay": _word("flat lay"),
+        "line sketch": _word("line sketch"),
+        "on a mannequin": _word("mannequin"),
+        "on a hanger": _word("hanger"),
     },
-    "background": {b: rf"(?<![\w-]){b}(?![\w-])" for b in PHRASES["background"]},
-    "perspective": {v: rf"(?<![\w-]){re.escape(v)}(?![\w-])" for v in PHRASES["perspective"]},
+    "background": {b: _word(b) for b in PHRASES["background"]},
+    "perspective": {v: _word(re.escape(v)) for v in PHRASES["perspective"]},
     "pattern": {
-        "plain": r"(?<![\w-])plain(?![\w-])",
-        "stripes": r"(?<![\w-])stripes(?![\w-])",
-        "dots": r"(?<![\w-])dots(?![\w-])",
-        "checks": r"(?<![\w-])checks(?![\w-])",
+        "plain": _word("plain"),
+        "stripes": _word("stripes"),
+        "dots": _word("dots"),
+        "checks": _word("checks"),
     },
     "accessory": {
-        "none": r"(?<![\w-])no accessor(?:y|ies)(?![\w-])",
-        "belt": r"(?<![\w-])belt(?![\w-])",
-        "bag": r"(?<![\w-])bag(?![\w-])",
-        "hat": r"(?<![\w-])hat(?![\w-])",
+        "none": _word(r"no accessor(?:y|ies)"),
+        "belt": _word("belt"),
+        "bag": _word("bag"),
+        "hat": _word("hat"),
     },
 }
 _MENTION_RX = {f: {v: re.compile(rx) for v, rx in vals.items()} for f, vals in _MENTION.items()}
