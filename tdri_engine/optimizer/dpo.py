@@ -3,7 +3,9 @@
 The loss follows the authors' training script line by line: the per-sample squared error of
 the noise prediction is averaged over C, H, W; the batch holds the winners first and the losers
 second (``chunk(2)``); the same noise and the same timestep are shared by a winner and its loser;
-the reference is the same network with the adapter switched off, under ``no_grad``.
+the reference is the same network with the adapter switched off, under ``no_grad``. On a model
+profile with a domain LoRA that LoRA stays on, frozen, in both (``attach_lora(frozen=...)``): the
+policy is base + domain + trained LoRA, the reference base + domain, the model images come from.
 
     inside = -0.5 * beta * ((mse_w - mse_l) - (ref_w - ref_l))
     loss   = -logsigmoid(inside).mean()          implicit accuracy = mean(inside > 0)
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -206,8 +208,20 @@ class LoraAttachment:
     checkpointing_before: bool
 
 
-def attach_lora(model: Any, config: DPOConfig, *, adapter_name: str = TRAIN_ADAPTER) -> LoraAttachment:
-    """Add a trainable LoRA to ``model`` (UNet or ControlNet), the only adapter active.
+def attach_lora(
+    model: Any,
+    config: DPOConfig,
+    *,
+    adapter_name: str = TRAIN_ADAPTER,
+    frozen: Mapping[str, float] | None = None,
+) -> LoraAttachment:
+    """Add a trainable LoRA to ``model`` (UNet or ControlNet), the only adapter active, or on
+    top of ``frozen``: adapters already loaded in ``model`` (name -> weight, e.g. a profile's
+    domain LoRA) that stay active at their weights, their parameters frozen.
+
+    With ``frozen`` the policy is base + frozen adapters + the trained LoRA, and the reference
+    (``adapter_disabled``) is base + frozen adapters: Diffusion-DPO's formula, measured from the
+    model the images are made with rather than from the bare base.
 
     The base weights are frozen; LoRA weights are kept in float32 even when the base is half
     precision (as the public script does), so small updates are not lost to rounding.
@@ -215,6 +229,10 @@ def attach_lora(model: Any, config: DPOConfig, *, adapter_name: str = TRAIN_ADAP
     import torch
 
     had = peft_adapter_names(model)
+    frozen = dict(frozen or {})
+    missing = [name for name in frozen if name not in had]
+    if missing or adapter_name in frozen:
+        raise ValueError(f"frozen adapters must be loaded already and not {adapter_name!r}: {missing}")
     state = LoraAttachment(
         adapter_name=adapter_name,
         had_adapters=had,
@@ -227,12 +245,25 @@ def attach_lora(model: Any, config: DPOConfig, *, adapter_name: str = TRAIN_ADAP
         model.delete_adapters(adapter_name)
     model.requires_grad_(False)
     model.add_adapter(lora_config(config), adapter_name=adapter_name)
-    model.set_adapter(adapter_name)
+    if frozen:  # weights: the frozen ones' own, 1 for the trained one (its lora_alpha / rank)
+        model.set_adapters([*frozen, adapter_name], weights=[*frozen.values(), 1.0])
+    else:
+        model.set_adapter(adapter_name)
     for name, param in model.named_parameters():
-        if f".{adapter_name}." in name or name.endswith(f".{adapter_name}"):
+        if _is_adapter_param(name, adapter_name):
             param.data = param.data.to(torch.float32)
-            param.requires_grad_(True)
+    _train_only(model, adapter_name)  # peft's set_adapter(s) made every active adapter trainable
     return state
+
+
+def _is_adapter_param(name: str, adapter_name: str) -> bool:
+    return f".{adapter_name}." in name or name.endswith(f".{adapter_name}")
+
+
+def _train_only(model: Any, adapter_name: str) -> None:
+    """Gradients for ``adapter_name``'s LoRA weights alone (the base was frozen by attach_lora)."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(_is_adapter_param(name, adapter_name))
 
 
 def detach_lora(model: Any, state: LoraAttachment) -> None:
@@ -264,13 +295,28 @@ def lora_is_fresh(model: Any, adapter_name: str = TRAIN_ADAPTER) -> bool:
 
 
 @contextlib.contextmanager
-def adapter_disabled(model: Any) -> Iterator[None]:
-    """The reference model: the same network with every LoRA switched off (no second copy)."""
-    model.disable_adapters()
+def adapter_disabled(model: Any, adapter_name: str = TRAIN_ADAPTER) -> Iterator[None]:
+    """The reference model: the same network with the trained LoRA switched off (no second copy).
+
+    When other adapters are active beside ``adapter_name`` (``attach_lora(frozen=...)``: a
+    profile's domain LoRA) only ``adapter_name`` is switched off, their weights untouched, so
+    the reference is base + those adapters. Otherwise every LoRA is switched off, as before.
+    """
+    active = active_adapter_names(model)
+    kept = [name for name in active if name != adapter_name]
+    if not kept or adapter_name not in active:
+        model.disable_adapters()
+        try:
+            yield
+        finally:
+            model.enable_adapters()
+        return
+    model.set_adapter(kept)  # diffusers' set_adapter changes which are active, not their scales
     try:
         yield
     finally:
-        model.enable_adapters()
+        model.set_adapter(active)
+        _train_only(model, adapter_name)  # set_adapter made the active ones trainable again
 
 
 # --------------------------------------------------------------------------------------------

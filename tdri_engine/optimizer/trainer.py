@@ -9,6 +9,11 @@ exactly as they were, whatever happens. The configuration comes from the project
 settings (``config_from_settings``). With ``lambda_ae > 0`` the loss is L_DPO + lambda L_AE,
 L_AE read from the same policy forward, gradient checkpointing on (see ``dpo.dpo_objective``).
 
+On a model profile with a domain LoRA (``tdri finetune``, ``models.DomainLora``) the adapter trains
+on top of it: the domain LoRA is loaded frozen at the profile's weight under the trained one, so
+the policy is base + domain + adapter and the reference base + domain, the model the images are
+made with (the generator stacks the two the same way). Its file is only read.
+
 A ControlNet LoRA is activated on its own line (``adapters.active_controlnet_adapter_dir``):
 rounds with a pose load it onto the ControlNet, beside the UNet's active LoRA.
 
@@ -38,14 +43,22 @@ from .dpo import (
     TRAIN_ADAPTER,
     DPOConfig,
     DPOTrainer,
+    LoraAttachment,
     PairTensors,
     TrainResult,
+    active_adapter_names,
     attach_lora,
     detach_lora,
+    peft_adapter_names,
 )
 from .schedule import decisive_pairs, left_out_choices, pair_prompt, trainable_pairs
 
 ENCODE_BATCH = 8
+# The profile's domain LoRA while an update trains on top of it: its own name, so that the
+# generator's loaded copy ('tdri_domain') is left as it is. Never a prefix of TRAIN_ADAPTER's
+# parameter names (``dpo.lora_parameters`` matches ".tdri_train").
+FROZEN_DOMAIN_ADAPTER = "tdri_domain_frozen"
+FROM_PROFILE = "profile"  # run_update's default: the domain LoRA of the registry's profile
 
 
 @dataclass
@@ -62,6 +75,67 @@ def _pipeline(registry_or_pipe: Any) -> Any:
     if hasattr(registry_or_pipe, "get"):
         return registry_or_pipe.get("generator")
     raise TypeError("run_update needs a diffusers pipeline or a ModelRegistry")
+
+
+def _domain_lora(registry_or_pipe: Any, domain_lora: Any) -> Any:
+    """The domain LoRA the update trains on top of: ``domain_lora`` when given (None: none),
+    else the registry's profile's (a bare pipeline has no profile: none)."""
+    if domain_lora != FROM_PROFILE:
+        return domain_lora
+    if hasattr(registry_or_pipe, "unet"):
+        return None
+    return getattr(getattr(registry_or_pipe, "profile", None), "domain_lora", None)
+
+
+def _check_domain_lora(domain: Any, unet: Any) -> Path:
+    """The domain LoRA's folder, validated against this UNet; ``TrainingError`` if unusable."""
+    folder = Path(domain.path).expanduser().resolve()
+    try:
+        ad.validate_adapter_dir(folder, unet)
+    except ad.AdapterError as exc:
+        raise TrainingError(
+            f"No update: the profile's domain LoRA {folder} cannot be used ({exc.message}). The "
+            "project's adapter trains on top of it, so nothing was trained and nothing was written.",
+            "Fine-tune it again (`tdri finetune`), or choose another model profile in Settings.",
+        ) from exc
+    return folder
+
+
+def load_frozen_lora(model: Any, folder: Path, name: str, weight: float) -> LoraAttachment:
+    """Load a LoRA folder (diffusers format, safetensors only, its UNet part) into ``model`` as
+    ``name``, the only adapter active, at ``weight``, with no gradient; ``detach_lora`` with
+    the returned record takes it off and gives back the adapters that were active before.
+
+    Loaded like the generator loads it (same file, same metadata), so the frozen copy predicts
+    what the generator's 'tdri_domain' does at the same weight. ``tdri finetune`` trains the
+    UNet alone; a text-encoder part of a foreign LoRA is not used for training.
+    """
+    state = LoraAttachment(
+        adapter_name=name,
+        had_adapters=peft_adapter_names(model),
+        active_before=active_adapter_names(model),
+        requires_grad_before=any(p.requires_grad for p in model.parameters()),
+        training_before=model.training,
+        checkpointing_before=bool(getattr(model, "is_gradient_checkpointing", False)),
+    )
+    if name in state.had_adapters:  # a previous run died before cleaning up
+        model.delete_adapters(name)
+        state.had_adapters.remove(name)
+    try:
+        model.load_lora_adapter(
+            str(folder),
+            prefix="unet",
+            weight_name=ad.WEIGHTS_NAME,
+            use_safetensors=True,
+            local_files_only=True,
+            adapter_name=name,
+        )
+        model.set_adapters([name], weights=[float(weight)])
+        model.requires_grad_(False)
+    except BaseException:
+        detach_lora(model, state)
+        raise
+    return state
 
 
 def _controlnet(registry_or_pipe: Any, pipe: Any) -> Any:
@@ -430,8 +504,13 @@ def run_update(
     scope: str = "project",
     cancel: CancelToken | None = None,
     on_event: EventSink | None = None,
+    domain_lora: Any = FROM_PROFILE,
 ) -> AdapterVersion:
     """Train one adapter version on the pairs not yet used; see the module docstring.
+
+    ``domain_lora`` (a ``models.DomainLora``, or None for none) is what the adapter trains on
+    top of; by default the profile's of a ``ModelRegistry`` (a bare pipeline: none). An unusable
+    one raises ``TrainingError`` before anything trains.
 
     Raises TrainingError (too few pairs, diverged), Cancelled, OutOfMemory; in every one of
     those cases nothing is written and the UNet is as it was.
@@ -446,7 +525,9 @@ def run_update(
 
     opened: list[Any] = []
     try:
-        return _run_update(store, registry_or_pipe, settings, config, scope, cancel, emit, opened)
+        return _run_update(
+            store, registry_or_pipe, settings, config, scope, cancel, emit, opened, domain_lora
+        )
     finally:
         for other in opened:
             other.close()
@@ -461,6 +542,7 @@ def _run_update(
     cancel: CancelToken | None,
     emit: EventSink,
     opened: list[Any],
+    domain_lora: Any = FROM_PROFILE,
 ) -> AdapterVersion:
     import torch
 
@@ -488,6 +570,8 @@ def _run_update(
             "ControlNet tuning needs the pose ControlNet, which is not loaded.", "Add one to the profile."
         )
     owner = controlnet if config.train_controlnet else pipe.unet
+    domain = _domain_lora(registry_or_pipe, domain_lora)
+    domain_dir = _check_domain_lora(domain, pipe.unet) if domain is not None else None
     width, height = training_size(pipe, examples, int(settings.width), int(settings.height))
 
     if config.train_controlnet and scope != "project":
@@ -513,6 +597,7 @@ def _run_update(
     if cancel is not None:
         cancel.raise_if_cancelled()
     state = None
+    domain_state = None
     ae_store = None
     unet_grad = None
     started = time.monotonic()
@@ -534,7 +619,12 @@ def _run_update(
                 "Re-import the missing images or record more choices.",
                 kind="training-too-few-pairs",
             )
-        state = attach_lora(owner, config)
+        frozen: dict[str, float] = {}
+        if domain is not None and domain_dir is not None:
+            domain_state = load_frozen_lora(pipe.unet, domain_dir, FROZEN_DOMAIN_ADAPTER, domain.weight)
+            frozen = {FROZEN_DOMAIN_ADAPTER: float(domain.weight)}
+        # tuning the ControlNet, the domain LoRA stays active on the UNet the ControlNet feeds
+        state = attach_lora(owner, config, frozen=frozen if owner is pipe.unet else None)
         if owner is not pipe.unet:  # tuning the ControlNet: the UNet only passes gradients through
             unet_grad = any(p.requires_grad for p in pipe.unet.parameters())
             pipe.unet.requires_grad_(False)
@@ -591,6 +681,10 @@ def _run_update(
             "config": config.to_dict(),
             "mixed_precision": result.mixed_precision,
             "base_model": str(getattr(pipe, "name_or_path", "") or getattr(pipe.config, "_name_or_path", "")),
+            # what the adapter was trained on top of (it is meant to be used with it)
+            "domain_lora": None
+            if domain is None
+            else {"path": str(domain_dir), "weight": float(domain.weight)},
             "image_size": [width, height],
             "seconds": round(time.monotonic() - started, 2),
             "created": created,
@@ -618,6 +712,8 @@ def _run_update(
             detach_lora(owner, state)
         if unet_grad is not None:
             pipe.unet.requires_grad_(unet_grad)
+        if domain_state is not None:  # after the trained adapter: the UNet as it was before both
+            detach_lora(pipe.unet, domain_state)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
