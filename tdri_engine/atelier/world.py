@@ -11,9 +11,18 @@ the perspective. Every value changes the picture in a way a small network can se
 
 * perspective: ``full body`` = whole figure, small, with a ground shadow; ``front`` / ``back``
   = medium framing, front shows a dark V-neck and buttons, back a centre seam and a neck tag;
-  ``side`` = the body compressed to 60 % of its width; ``close-up`` = 1.4x zoom on the upper body
+  ``side`` = the body compressed to 60 % of its width, its far half shaded (v3); ``close-up`` = 1.4x zoom on the upper body
   (the long hem leaves the frame, the short and knee-length ones stay in it — length stays
   readable).
+* garment (v3): each type has a silhouette and marks of its own that show from every side: a
+  t-shirt a plain round neck; a shirt a wide contrasting collar, cuffs, a placket and buttons; a
+  hoodie its hood and pocket; a dress a bodice and a skirt that flares from a waist seam (an A);
+  a coat a straight wide body with lapels; a jumpsuit a waist seam and two legs with a gap; a
+  skirt an A flare from the waistband; trousers two legs with a gap (shorts too). Tops end above
+  every dress hem (``_HEM``).
+* fit (v3): ``fitted`` follows the body and narrows to the mannequin's waist; ``loose`` is boxy,
+  straight from the armpit down, about 1.6x wider (1.8x at the waist), with wider sleeves whose
+  seams are drawn, so a sleeve over a wide body still shows.
 * style: ``flat lay`` (garment alone with a drop shadow), ``line sketch`` (paper-white garment
   with a thick outline in the garment's colour), ``on a mannequin`` (worn; keypoints known),
   ``on a hanger`` (hook and bar above the garment).
@@ -234,7 +243,11 @@ _BODY: dict[str, tuple[float, float]] = {
 HEAD_C, HEAD_R = (0.0, 0.07), 0.055
 WAIST_Y, HIP_Y = 0.42, 0.50
 # hem heights in body units, per garment family and length
-_HEM = {"top": (0.40, 0.50, 0.60), "long": (0.52, 0.64, 0.90)}
+# (v3) the two tables never meet: the longest top ends 0.08 of a body (5 px at 64 px, front
+# view) above the shortest dress, coat, jumpsuit or bottom; in v2 a knee-length / long t-shirt
+# (0.50 / 0.60) and a short dress (0.52) ended at the same row. A short top is cropped above the
+# waist, short bottoms are shorts / a mini skirt, knee-length ends at the knee, long near the ankle.
+_HEM = {"top": (0.36, 0.44, 0.52), "long": (0.60, 0.72, 0.90)}
 
 
 def hem_y(garment: str, length: str) -> float:
@@ -273,7 +286,7 @@ _VIEWS = {  # zoom, centre y in body units
     "front view": (1.0, 0.48),
     "back view": (1.0, 0.48),
     "side view": (1.0, 0.48),
-    "close-up": (1.4, 0.37),
+    "close-up": (1.4, 0.40),  # knee-length (0.72) ends 4 px above the frame's edge, long leaves it
 }
 
 
@@ -413,62 +426,129 @@ def _along(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[fl
     return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
 
 
-def garment_shapes(record: Record) -> list[Poly]:
-    """The garment's silhouette as polygons in body coordinates (torso, legs, sleeves, hood)."""
-    g = record.garment
-    f = 1.3 if record.fit == "loose" else 1.0
-    hem = hem_y(g, record.length)
+@dataclass(frozen=True)
+class _Widths:
+    """Half-widths of a garment in body units (before the side view's squeeze)."""
+
+    shoulder: float
+    armpit: float  # at y 0.26
+    waist: float  # at WAIST_Y
+    hip: float  # at HIP_Y and below (tops, jumpsuit and trousers)
+    sleeve: float  # half the sleeve's width at the shoulder
+    leg: float  # outer edge of a trouser leg at the hem
+
+
+# fitted follows the body and narrows to the mannequin's own waist (0.075, so none of it shows);
+# loose is boxy, straight from the armpit to the hem: 1.6x the fitted width at the armpit, 2x at
+# the waist, 1.7x at the hip. v2 made loose 1.3x wider, a few
+# pixels, fewer in side view.
+_FITTED = _Widths(shoulder=0.11, armpit=0.095, waist=0.075, hip=0.09, sleeve=0.03, leg=0.09)
+_LOOSE = _Widths(shoulder=0.15, armpit=0.15, waist=0.15, hip=0.15, sleeve=0.06, leg=0.15)
+_LEG_GAP = 0.03  # half the gap between two trouser legs: 4 px of background at 64 px, front view
+
+
+def _widths(fit: str) -> _Widths:
+    return _LOOSE if fit == "loose" else _FITTED
+
+
+def _outline(profile: Sequence[tuple[float, float]], hem: float, neck: float = 0.04) -> Poly:
+    """A symmetric torso from its right-hand profile ``(y, half-width)`` (y increasing), cut at
+    ``hem`` (the half-width there interpolated), closed by the neckline at y 0.155."""
+    side: list[tuple[float, float]] = []
+    for (y0, w0), (y1, w1) in zip(profile, profile[1:], strict=False):
+        side.append((y0, w0))
+        if y1 >= hem:
+            t = (hem - y0) / (y1 - y0) if y1 > y0 else 1.0
+            side.append((hem, w0 + (w1 - w0) * t))
+            break
+    else:
+        side.append(profile[-1])
+    return (
+        [(-neck, 0.155)] + [(-w, y) for y, w in side] + [(w, y) for y, w in reversed(side)] + [(neck, 0.155)]
+    )
+
+
+def _legs(top: float, hem: float, waist: float, W: _Widths) -> list[Poly]:
+    """A seat from ``top`` to the crotch and two legs with a gap of 2x``_LEG_GAP`` between them.
+    The crotch sits 0.08 of a body above a short hem (shorts show two legs, not a block: v2's
+    short trousers read as a short skirt)."""
+    crotch = min(0.55, hem - 0.08)
+    polys = [[(-waist, top), (waist, top), (W.hip, crotch), (-W.hip, crotch)]]
+    for sgn in (-1, 1):
+        polys.append(
+            [(sgn * _LEG_GAP, crotch), (sgn * W.hip, crotch), (sgn * W.leg, hem), (sgn * _LEG_GAP, hem)]
+        )
+    return polys
+
+
+def _sleeve_polys(record: Record) -> list[Poly]:
+    """The sleeves along the mannequin's arms (none for a sleeveless garment or a bottom)."""
+    if record.garment not in SLEEVED or record.sleeves in (None, "sleeveless"):
+        return []
+    half = _widths(record.fit).sleeve
     polys: list[Poly] = []
-    sho, arm, waist, hip = 0.115 * min(f, 1.15), 0.10 * f, 0.075 * f, 0.092 * f
-    if g in SLEEVED:
-        top_end = hem if g in TOPS else (WAIST_Y + 0.02 if g == "jumpsuit" else None)
-        torso: Poly = [(-0.04, 0.155), (-sho, 0.185), (-arm, 0.26), (-waist, WAIST_Y)]
-        if g in TOPS or g == "jumpsuit":
-            y_end = top_end if top_end is not None else hem
-            torso += [(-hip, y_end), (hip, y_end)]
-        elif g == "dress":
-            flare = hip + 0.16 * (hem - HIP_Y) * f
-            torso += [(-hip, HIP_Y), (-flare, hem), (flare, hem), (hip, HIP_Y)]
-        else:  # coat: straight and wide
-            wide = 0.12 * f
-            torso = [(-0.04, 0.155), (-sho, 0.185), (-wide, 0.26), (-wide, hem), (wide, hem), (wide, 0.26)]
-            torso += [(sho, 0.185), (0.04, 0.155)]
-        if g != "coat":
-            torso += [(waist, WAIST_Y), (arm, 0.26), (sho, 0.185), (0.04, 0.155)]
-        polys.append(torso)
-        if g == "hoodie":
-            polys.append(
-                [(-0.07, 0.17), (-0.075, 0.11), (-0.04, 0.06), (0.04, 0.06), (0.075, 0.11), (0.07, 0.17)]
-            )
-        if record.sleeves != "sleeveless":
-            for side in ("r", "l"):
-                s, e, w = _BODY[f"{side}_shoulder"], _BODY[f"{side}_elbow"], _BODY[f"{side}_wrist"]
-                half = 0.032 * f
-                if record.sleeves == "short sleeves":
-                    polys.append(_arm_quad(s, _along(s, e, 0.6), half))
-                else:
-                    polys.append(_arm_quad(s, e, half))
-                    polys.append(_arm_quad(e, w, half * 0.9))
-    if g == "skirt":
-        flare = hip + 0.2 * (hem - HIP_Y) * f
-        polys.append([(-waist, 0.44), (-flare, hem), (flare, hem), (waist, 0.44)])
-    if g in ("trousers", "jumpsuit"):
-        top = WAIST_Y if g == "jumpsuit" else 0.44
-        out_w = 0.085 * f
-        legs_w = 0.07 * f
-        # the crotch sits 6 % of a body above a short hem, so shorts still show two legs (a
-        # crotch below the hem drew short trousers as a block, read as a short skirt)
-        crotch = min(0.55, hem - 0.06)
-        polys.append([(-waist, top), (waist, top), (hip, crotch), (-hip, crotch)])
-        for sgn in (-1, 1):
-            polys.append(
+    for side in ("r", "l"):
+        s, e, w = _BODY[f"{side}_shoulder"], _BODY[f"{side}_elbow"], _BODY[f"{side}_wrist"]
+        if record.sleeves == "short sleeves":
+            polys.append(_arm_quad(s, _along(s, e, 0.6), half))
+        else:
+            polys.append(_arm_quad(s, e, half))
+            polys.append(_arm_quad(e, w, half * 0.9))
+    return polys
+
+
+def garment_shapes(record: Record) -> list[Poly]:
+    """The garment's silhouette as polygons in body coordinates (torso, legs, sleeves, hood).
+
+    Tops follow the body to their hem; a dress has a bodice to the waist and a skirt that flares
+    from there (an A: 0.42 / 0.5 of a body outwards per body down, fitted / loose); a coat is
+    straight and wide; a jumpsuit is a top to the waist over trousers; a skirt flares from the
+    waistband (0.4 / 0.55); trousers and a jumpsuit's legs keep a gap between the legs."""
+    g = record.garment
+    W = _widths(record.fit)
+    loose = record.fit == "loose"
+    hem = hem_y(g, record.length)
+    bodice = [(0.185, W.shoulder), (0.26, W.armpit), (WAIST_Y, W.waist)]
+    polys: list[Poly] = []
+    if g in TOPS:
+        polys.append(_outline(bodice + [(HIP_Y, W.hip), (1.0, W.hip)], hem))
+    elif g == "dress":
+        flare = 0.5 if loose else 0.42
+        polys.append(_outline(bodice + [(hem, W.waist + flare * (hem - WAIST_Y))], hem))
+    elif g == "coat":
+        wide = 0.17 if loose else 0.11
+        polys.append(
+            _outline(
                 [
-                    (sgn * 0.004, crotch),
-                    (sgn * hip, min(0.50, crotch)),
-                    (sgn * max(out_w, legs_w + 0.02), hem),
-                    (sgn * 0.012, hem),
-                ]
+                    (0.185, W.shoulder + 0.01),
+                    (0.26, wide),
+                    (WAIST_Y, wide - (0 if loose else 0.01)),
+                    (hem, wide),
+                ],
+                hem,
             )
+        )
+    elif g == "jumpsuit":
+        polys.append(_outline(bodice, WAIST_Y + 0.01))
+        polys += _legs(WAIST_Y, hem, W.waist, W)
+    elif g == "skirt":
+        waist = 0.12 if loose else 0.078
+        flare = 0.55 if loose else 0.40
+        polys.append(
+            [
+                (-waist, 0.44),
+                (-(waist + flare * (hem - 0.44)), hem),
+                (waist + flare * (hem - 0.44), hem),
+                (waist, 0.44),
+            ]
+        )
+    else:  # trousers
+        polys += _legs(0.44, hem, 0.11 if loose else 0.078, W)
+    if g == "hoodie":
+        polys.append(
+            [(-0.07, 0.17), (-0.075, 0.11), (-0.04, 0.06), (0.04, 0.06), (0.075, 0.11), (0.07, 0.17)]
+        )
+    polys += _sleeve_polys(record)
     return polys
 
 
@@ -609,6 +689,12 @@ def render(record: Record, seed: int = 0, size: int | tuple[int, int] = 64) -> I
     if pattern is not None:
         fill = base * (1 - pattern[..., None]) + second * pattern[..., None]
     arr = np.asarray(img, dtype=np.float32)
+    if record.perspective == "side view":
+        # the far half of the body turns away from the light: at 72 % it marks a side view in
+        # every style, where the width alone no longer does (a loose garment seen from the side
+        # is about as wide as a fitted one from the front)
+        far = (_grid(w, h)[0] > cam(0.0, 0.0)[0]).astype(np.float32)
+        fill = fill * (1.0 - 0.28 * far[..., None])
     arr = arr * (1 - m[..., None]) + fill * m[..., None]
     # outline: a ring around the mask; thick and in the garment's colour for a sketch
     r = edge_w * (3 if sketch else 1)
@@ -621,7 +707,7 @@ def render(record: Record, seed: int = 0, size: int | tuple[int, int] = 64) -> I
         arr = arr * (1 - outer[..., None]) + np.float32(60) * outer[..., None]
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    _draw_details(draw, cam, record, color, edge_w)
+    _draw_details(draw, cam, record, color, edge_w, sketch)
     _draw_accessory(draw, cam, record, edge_w)
     if ss != 1:
         img = img.resize((out_w, out_h), Image.Resampling.LANCZOS)
@@ -656,26 +742,67 @@ def _draw_mannequin(draw: ImageDraw.ImageDraw, cam: Camera, record: Record) -> N
             draw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=(40, 40, 40))
 
 
+def _accent(color: Sequence[int], sketch: bool) -> tuple[int, int, int]:
+    """A shirt's collar and cuffs: near-white on a dark garment, dark grey on a light one; in a
+    sketch (paper-white garment) the garment's colour (dark grey for a white one)."""
+    if sketch:
+        return tuple(color) if _luma(color) < 200 else (70, 70, 70)  # type: ignore[return-value]
+    return (245, 245, 245) if _luma(color) < 165 else (60, 60, 60)
+
+
 def _draw_details(
-    draw: ImageDraw.ImageDraw, cam: Camera, record: Record, color: Sequence[int], ew: int
+    draw: ImageDraw.ImageDraw,
+    cam: Camera,
+    record: Record,
+    color: Sequence[int],
+    ew: int,
+    sketch: bool = False,
 ) -> None:
-    """Front: a dark V-neck (or fly) and buttons; back: a centre seam and a neck tag; side: a
-    side seam. Plus the garment's own marks (collar, lapels, hood pocket)."""
+    """The garment's own marks, then the view's.
+
+    From every side: sleeve seams (a sleeve over a loose body still shows), a shirt's wide
+    contrasting collar and cuffs, a dress's and a jumpsuit's waist seam. Front-facing views (front,
+    close-up, full body): the neckline (a t-shirt's and a dress's plain round neck, a V for the
+    rest), a shirt's placket and buttons, a coat's lapels, opening and buttons, a jumpsuit's
+    buttons to the waist, a hoodie's pocket and drawstrings, the bottoms' fly and button. Back: a
+    centre seam, a yoke seam across the shoulders and a neck tag (back pockets on bottoms), and no
+    neckline. Side: a side seam (and the far half shaded, in ``render``)."""
     g, L = record.garment, cam.length
     dark = _shade(color, 0.4) if _luma(color) > 40 else (110, 110, 110)
+    accent = _accent(color, sketch)
+    button = _contrast(color)
     hem = hem_y(g, record.length)
+    W = _widths(record.fit)
     top = 0.44 if g in BOTTOMS else 0.16
     view = record.perspective
-    collar = (245, 245, 245) if _luma(color) < 200 else (120, 120, 120)
-    if g == "shirt" and view in ("back view", "side view"):  # the collar band shows from every side
-        a, b = cam(-0.06, 0.145), cam(0.06, 0.175)
-        draw.rectangle([min(a[0], b[0]), a[1], max(a[0], b[0]), b[1]], fill=collar)
+    P = lambda poly: [cam(x, y) for x, y in poly]  # noqa: E731
+
+    def dot(y: float, r: float = 0.011) -> None:
+        x, yy = cam(0, y)
+        draw.ellipse([x - L(r), yy - L(r), x + L(r), yy + L(r)], fill=button)
+
+    for sleeve in _sleeve_polys(record):
+        draw.polygon(P(sleeve), outline=dark, width=ew)
+    if g == "shirt":
+        if record.sleeves not in (None, "sleeveless"):  # cuffs
+            for side in ("r", "l"):
+                s, e, w = _BODY[f"{side}_shoulder"], _BODY[f"{side}_elbow"], _BODY[f"{side}_wrist"]
+                if record.sleeves == "short sleeves":
+                    cuff = _arm_quad(_along(s, e, 0.46), _along(s, e, 0.6), W.sleeve * 1.05)
+                else:
+                    cuff = _arm_quad(_along(e, w, 0.78), w, W.sleeve * 0.95)
+                draw.polygon(P(cuff), fill=accent)
+        if view in ("back view", "side view"):  # the collar stands around the neck
+            draw.polygon(P([(-0.085, 0.2), (-0.08, 0.14), (0.08, 0.14), (0.085, 0.2)]), fill=accent)
+    if g in ("dress", "jumpsuit"):  # the waist seam
+        draw.line([cam(-W.waist, WAIST_Y), cam(W.waist, WAIST_Y)], fill=dark, width=ew * 2)
     if view == "back view":
         end = min(hem, 0.55) if g not in BOTTOMS else hem
         draw.line([cam(0, top + 0.01), cam(0, end)], fill=dark, width=ew * 2)
-        if g not in BOTTOMS:
-            x, y = cam(0, 0.165)
-            draw.rectangle([x - L(0.018), y, x + L(0.018), y + L(0.025)], fill=(250, 250, 250))
+        if g not in BOTTOMS:  # a yoke seam across the shoulders and a white neck tag
+            draw.line([cam(-W.shoulder, 0.215), cam(W.shoulder, 0.215)], fill=dark, width=ew * 2)
+            x, y = cam(0, 0.16)
+            draw.rectangle([x - L(0.025), y, x + L(0.025), y + L(0.035)], fill=(250, 250, 250))
         else:
             for sgn in (-1, 1):
                 a, b = cam(sgn * 0.025, 0.5), cam(sgn * 0.07, 0.55)
@@ -687,33 +814,41 @@ def _draw_details(
     # front-facing views (front, close-up, full body)
     if g in BOTTOMS:
         draw.line([cam(0, 0.45), cam(0, 0.53)], fill=dark, width=ew * 2)
-        x, y = cam(0, 0.455)
-        r = L(0.012)
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=_contrast(color))
+        dot(0.455, 0.012)
         return
-    draw.polygon([cam(-0.04, 0.155), cam(0.04, 0.155), cam(0, 0.23)], fill=dark)
-    if g == "shirt":
+    if g in ("t-shirt", "dress"):  # a plain round neck
+        a, b = cam(-0.055, 0.12), cam(0.055, 0.205)
+        draw.chord([min(a[0], b[0]), a[1], max(a[0], b[0]), b[1]], 0, 180, fill=dark)
+        return
+    draw.polygon(P([(-0.04, 0.155), (0.04, 0.155), (0, 0.23)]), fill=dark)
+    if g == "shirt":  # wide collar, placket, buttons down to the hem
         for sgn in (-1, 1):
             draw.polygon(
-                [cam(sgn * 0.04, 0.155), cam(sgn * 0.075, 0.16), cam(sgn * 0.01, 0.215)], fill=collar
+                P([(sgn * 0.035, 0.145), (sgn * 0.095, 0.165), (sgn * 0.075, 0.215), (sgn * 0.006, 0.235)]),
+                fill=accent,
             )
-    if g == "coat":
+        draw.line([cam(0, 0.23), cam(0, hem)], fill=dark, width=ew * 2)
+        y = 0.27
+        while y < hem - 0.02:
+            dot(y)
+            y += 0.06
+    elif g == "coat":
         for sgn in (-1, 1):
-            draw.line([cam(sgn * 0.04, 0.155), cam(sgn * 0.06, 0.22), cam(0, 0.33)], fill=dark, width=ew * 2)
+            draw.line([cam(sgn * 0.04, 0.155), cam(sgn * 0.075, 0.23), cam(0, 0.33)], fill=dark, width=ew * 2)
         draw.line([cam(0, 0.33), cam(0, hem)], fill=dark, width=ew * 2)
-    if g == "hoodie":
-        a, b = cam(-0.06, 0.36), cam(0.06, 0.43)
-        if b[1] > a[1]:
-            draw.rectangle(
-                [min(a[0], b[0]), a[1], max(a[0], b[0]), min(b[1], cam(0, hem - 0.01)[1])],
-                outline=dark,
-                width=ew,
-            )
-    for y in (0.26, 0.31, 0.36):
-        if y < hem - 0.02:
-            x, yy = cam(0, y)
-            r = L(0.011)
-            draw.ellipse([x - r, yy - r, x + r, yy + r], fill=_contrast(color))
+        for y in (0.37, 0.47):
+            for sgn in (-1, 1):
+                x, yy = cam(sgn * 0.03, y)
+                r = L(0.012)
+                draw.ellipse([x - r, yy - r, x + r, yy + r], fill=button)
+    elif g == "jumpsuit":
+        for y in (0.27, 0.33, 0.39):
+            dot(y)
+    elif g == "hoodie":
+        for sgn in (-1, 1):  # drawstrings
+            draw.line([cam(sgn * 0.02, 0.16), cam(sgn * 0.02, 0.24)], fill=button, width=ew * 2)
+        a, b = cam(-0.065, hem - 0.1), cam(0.065, hem - 0.025)
+        draw.rectangle([min(a[0], b[0]), a[1], max(a[0], b[0]), b[1]], outline=dark, width=ew)
 
 
 def _draw_accessory(draw: ImageDraw.ImageDraw, cam: Camera, record: Record, ew: int) -> None:
