@@ -46,7 +46,7 @@ from .errors import BadInput
 from .llm import extract_reply_line, unusable_reason
 from .prompt_parser import PromptParser
 from .settings import ASPECTS
-from .templates import ChatTemplate, Templates, default_templates
+from .templates import ChatTemplate, Templates, default_templates, questions_templates
 
 if TYPE_CHECKING:
     import torch
@@ -342,15 +342,31 @@ class Reflector:
         m = re.match(r"^(a|an|one|some)\s+(.+)$", content, re.IGNORECASE)
         return f"the {m.group(2)}" if m else content
 
-    def options(self, aspect: str, prompt: str) -> tuple[str, ...]:
-        """One-click answers for the aspect, minus those the prompt already states."""
+    def options(self, aspect: str, prompt: str, shown: str = "") -> tuple[str, ...]:
+        """One-click answers for the aspect, minus those the prompt already states, at most
+        ``max_options``.
+
+        An option is stated when the text matches its ``stated_by`` pattern where the template
+        gives one (the atelier profile's: the world's own reader, ``captions.mentions``, so
+        "trousers on the beach" states "a pair of trousers" and "on a beach", and "short
+        sleeves" states no length "short"), else when the text holds it as a whole phrase. With ``shown_last`` in the template, options that
+        ``shown`` (the image's caption for the aspect) states go after the others: the answers
+        offered first are the changes the image does not show yet (the studio shows six).
+        """
         spec = self.templates.questions["aspects"][aspect]
         limit = int(self.templates.questions.get("max_options", 6))
+        patterns = spec.get("stated_by", {})
 
-        def stated(option: str) -> bool:
-            return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", prompt, re.IGNORECASE) is not None
+        def stated(option: str, text: str) -> bool:
+            pattern = patterns.get(option)
+            if pattern:  # the template's reader decides alone ("short" is not in "short sleeves")
+                return re.search(pattern, text.lower()) is not None
+            return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text, re.IGNORECASE) is not None
 
-        return tuple(o for o in spec.get("options", []) if not stated(o))[:limit]
+        candidates = [o for o in spec.get("options", []) if not stated(o, prompt)]
+        if shown and self.templates.questions.get("shown_last"):
+            candidates.sort(key=lambda o: stated(o, shown))  # stable: the template's order otherwise
+        return tuple(candidates[:limit])
 
     def template_question(self, aspect: str, prompt: str) -> str:
         spec = self.templates.questions["aspects"][aspect]
@@ -379,7 +395,7 @@ class Reflector:
             text=text,
             scores=dict(scores),
             ambiguity=a_score,
-            options=self.options(aspect, prompt),
+            options=self.options(aspect, prompt, captions.get(aspect, "")),
         )
         return question, warnings
 
@@ -407,10 +423,17 @@ class Reflector:
 
 def make_reflector(settings: EngineSettings, registry: Any, seed: int | None = None) -> Reflector:
     """The Reflector of a session: the registry's ``vlm`` and ``clip`` roles, plus ``llm`` when
-    ``settings.questioner == "llm"``."""
+    ``settings.questioner == "llm"``; its questions template is the profile's own where the
+    profile names one (``ModelProfile.questions``), else the generic questions.json."""
     questioner = registry.get("llm") if settings.questioner == "llm" else None
+    templates = questions_templates(getattr(getattr(registry, "profile", None), "questions", "") or "")
     return Reflector(
-        registry.get("vlm"), registry.get("clip"), settings, questioner=questioner, rng_seed=seed
+        registry.get("vlm"),
+        registry.get("clip"),
+        settings,
+        questioner=questioner,
+        rng_seed=seed,
+        templates=templates,
     )
 
 

@@ -9,6 +9,7 @@ names the file that is bad.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,63 @@ def default_templates() -> Templates:
     if _default_templates is None:
         _default_templates = load_templates()
     return _default_templates
+
+
+QUESTIONS_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
+_questions_cache: dict[str, Templates] = {}
+
+
+def questions_templates(name: str, base: Templates | None = None) -> Templates:
+    """``base`` (default: the installed templates) with ``questions_<name>.json`` merged over its
+    questions: a model profile's own one-click answers (``ModelProfile.questions``; the atelier
+    profile's are the world's values, ``atelier/questions.py``). Per aspect, the keys the file
+    gives (``options``, ``stated_by``, ``templates``) replace the generic ones; its top-level
+    keys (``max_options``, ``shown_last``) replace questions.json's. An empty name is ``base``."""
+    base = base or default_templates()
+    if not name:
+        return base
+    if not isinstance(name, str) or not QUESTIONS_NAME.match(name):
+        raise TdriError(
+            f"The questions template name {name!r} is not a plain name.",
+            "Name a file resources/templates/questions_<name>.json by its <name> (a-z, 0-9, _).",
+            kind="resources",
+        )
+    cached = base is default_templates()  # the installed ones are read once, as default_templates
+    if cached and name in _questions_cache:
+        return _questions_cache[name]
+    folder = base.folder if base.folder is not None else _installed_folder()
+    path = folder / f"questions_{name}.json"
+    try:
+        extra = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(extra, dict) or not isinstance(extra.get("aspects", {}), dict):
+            raise ValueError("not an object with 'aspects'")
+        questions = {k: v for k, v in base.questions.items() if k != "aspects"}
+        questions.update({k: v for k, v in extra.items() if k not in ("aspects", "_about")})
+        aspects = {a: dict(spec) for a, spec in base.questions["aspects"].items()}
+        for aspect, spec in extra.get("aspects", {}).items():
+            if aspect not in aspects or not isinstance(spec, dict):
+                raise ValueError(f"unknown aspect {aspect!r} or not an object")
+            aspects[aspect].update(spec)
+        for spec in aspects.values():
+            for pattern in dict(spec.get("stated_by", {})).values():
+                re.compile(pattern)
+    except (OSError, ValueError, re.error) as exc:
+        raise TdriError(
+            f"The questions template {path} could not be read ({exc}).",
+            "Restore resources/templates from the installation, or choose a profile without it.",
+            kind="resources",
+        ) from exc
+    questions["aspects"] = aspects
+    merged = Templates(base.keywords, base.vlm, questions, base.llm, base.folder)
+    if cached:
+        _questions_cache[name] = merged
+    return merged
+
+
+def _installed_folder() -> Path:
+    from .paths import resource_path
+
+    return resource_path("templates")
 
 
 @dataclass(frozen=True)
