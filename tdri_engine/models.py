@@ -308,6 +308,9 @@ class ModelProfile:
     # the generator's domain LoRA (``tdri finetune``); a project's DPO adapter stacks on it
     domain_lora: DomainLora | None = None
     sample_image: str = ""  # a picture of what the profile makes (path), for people choosing one
+    # the Reflector's own one-click answers: resources/templates/questions_<name>.json merged over
+    # questions.json ("" = the generic ones); the atelier profile offers its world's values
+    questions: str = ""
 
     def spec(self, role: str) -> RoleSpec:
         try:
@@ -328,6 +331,7 @@ class ModelProfile:
             "thresholds": self.thresholds.to_dict(),
             **({"domain_lora": self.domain_lora.to_dict()} if self.domain_lora else {}),
             **({"sample_image": self.sample_image} if self.sample_image else {}),
+            **({"questions": self.questions} if self.questions else {}),
         }
 
 
@@ -439,6 +443,7 @@ def atelier_profile() -> ModelProfile:
         "shipped with it (64x64 images); roles it has no trained model for use the tiny demo ones.",
         limits=dict(ATELIER_LIMITS),
         thresholds=ATELIER_THRESHOLDS,
+        questions=ATELIER,  # one-click answers in the world's own words (atelier/questions.py)
     )
 
 
@@ -615,6 +620,16 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
     sample = data.get("sample_image", "")
     if not isinstance(sample, str) or len(sample) > MAX_PROFILE_REF:
         raise BadInput(f"'sample_image'{where} must be a file path (text).", "Fix the profile JSON.")
+    questions = builtin_profiles()[base_name].questions if base_name else ""
+    if data.get("questions") is not None:
+        from .templates import QUESTIONS_NAME
+
+        questions = data["questions"]
+        if not isinstance(questions, str) or not (questions == "" or QUESTIONS_NAME.match(questions)):
+            raise BadInput(
+                f"'questions'{where} must name a questions template (a-z, 0-9, _), not {questions!r}.",
+                'Write it as "questions": "atelier" (resources/templates/questions_atelier.json), or leave it out.',
+            )
     return ModelProfile(
         name or str(data.get("name") or "custom"),
         roles,
@@ -624,6 +639,7 @@ def profile_from_dict(data: dict[str, Any], *, name: str | None = None, origin: 
         thresholds=thresholds,
         domain_lora=domain,
         sample_image=sample,
+        questions=questions,
     )
 
 
