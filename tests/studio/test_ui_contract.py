@@ -95,7 +95,7 @@ def test_new_recent_and_a_project_open_elsewhere(studio, new_project, qtbot, run
 
 
 def test_a_new_atelier_project_starts_at_its_generators_own_size_steps_and_guidance(studio, new_project, run):
-    """The Atelier generator was trained at 64 px and samples at guidance 4: a project made on
+    """The Atelier generator was trained at 64 px and samples at guidance 7.5: a project made on
     that profile starts there; another profile keeps the defaults."""
     from tdri_engine.models import ATELIER_GUIDANCE, ATELIER_LIMITS
     from tdri_engine.settings import EngineSettings
