@@ -383,12 +383,12 @@ def demo_profile() -> ModelProfile:
 #   tdri models calibrate --profile atelier --out docs/calibration/atelier.json
 # (the values below are that file's "thresholds"; see the README's calibration table).
 ATELIER_THRESHOLDS = Thresholds(
-    tau=0.7951,
-    ae_threshold=0.997,
+    tau=0.8157,
+    ae_threshold=0.8899,
     question_rate=0.5,
-    ae_rate=0.375,
-    ambiguity=(0.793, 0.0379),
-    misalignment=(0.9105, 0.094),
+    ae_rate=0.2917,
+    ambiguity=(0.807, 0.0333),
+    misalignment=(0.8284, 0.1063),
     calibrated=True,
     source="tdri models calibrate --profile atelier --prompts docs/calibration/atelier_prompts.txt (24 prompts)",
 )
