@@ -42,6 +42,9 @@ def _phrase_regex(phrases: list[str]) -> re.Pattern[str]:
 
 _SEGMENT_SPLIT = re.compile(r"\s*(?:[,;，；、\n]|\.(?=\s|$)|[。！？!?](?=\s|$)?)\s*")
 _WORD = re.compile(r"[\w'’-]+")
+# pattern words that name a thing rather than describe one: they follow the subject ("a red dress
+# with stripes"), where "striped", "polka dot" or "floral" go before it
+_PATTERN_NOUNS = frozenset({"stripes", "dots", "ruffles", "embroidery", "checks", "sequins"})
 _MEDIUM_OF = re.compile(
     r"^(?:(?:an?|the)\s+)?(?P<medium>(?:[\w'-]+\s+){0,3}?)"
     r"(?P<noun>painting|illustration|photo|photograph|sketch|drawing|render|rendering|portrait|image|"
@@ -387,7 +390,12 @@ class PromptParser:
         content = " and ".join(slots.get("Content", []))
         person = bool(content) and self.person_only(content)
         for o in slots.get("Others", []):
-            (adjectives if self.is_pure_material(o) else others_after).append(o)
+            if not self.is_pure_material(o):
+                others_after.append(o)
+            elif o.casefold().split()[-1] in _PATTERN_NOUNS:
+                others_after.append(f"with {o}")
+            else:
+                adjectives.append(o)
         if person:
             sizes = [a for a in adjectives if a in size]
             worn = [a for a in adjectives if a not in size]

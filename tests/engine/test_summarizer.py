@@ -327,3 +327,19 @@ def test_a_bare_colour_given_to_a_style_question_is_kept_as_the_colour() -> None
     assert s.slots["Style"] == "like a 1950s housewife" and s.warnings == ()
     d.ask("Color")  # and the replay of the recorded dialogue routes the same way
     assert d.reply(Skip()).slots["Color"] == "red"
+
+
+@pytest.mark.parametrize("pattern", ["stripes", "polka dots", "ruffles"])
+@pytest.mark.parametrize("start", ["a red dress", "a long coat, at the beach", "a woman in a navy dress"])
+def test_a_pattern_named_as_a_thing_follows_the_garment(start: str, pattern: str) -> None:
+    """'stripes' answered to a Details question read "a red stripes dress": a plural pattern noun
+    is no modifier. It follows the subject as "with stripes"; "striped" still goes before it."""
+    for reply in (Answer("Others", pattern), Feedback(pattern)):
+        talk = Dialogue(StructuredSummarizer(), start)
+        talk.ask("Others")
+        prompt = talk.reply(reply).prompt
+        assert f"with {pattern}" in prompt, prompt
+        assert f"{pattern} dress" not in prompt and f"{pattern} coat" not in prompt, prompt
+    talk = Dialogue(StructuredSummarizer(), start)
+    talk.ask("Others")
+    assert "striped" in talk.reply(Answer("Others", "striped")).prompt.split(",")[0]
