@@ -237,6 +237,22 @@ class PromptParser:
                 return i
         return 0
 
+    def kind(self, phrase: str) -> str | None:
+        """What a noun phrase of the subject names, as far as the keyword lists tell: "person"
+        ("a woman"), "garment" ("in a dress", "a pair of trousers"), "accessory" ("a handbag",
+        "with a hat": a garment worn with an outfit rather than as it), else None (a cat, a
+        café, a word in a language the lists do not know)."""
+        if self._has("people", phrase):
+            return "person"
+        if not self._has("garments", phrase):
+            return None
+        words = {w.casefold() for w in _WORD.findall(phrase)}
+        low = phrase.casefold()
+        clothes = self._sets.get("garments", set()) - self._sets.get("accessories", set())
+        if words & clothes or any(" " in p and p in low for p in clothes):
+            return "garment"
+        return "accessory"
+
     def person_only(self, content: str) -> bool:
         """The subject is a person and names no garment: a colour is what they wear ("in red")."""
         return self._has("people", content) and not self._has("garments", content)
@@ -331,12 +347,29 @@ class PromptParser:
 
         Content, Style, Background, Size, Color and Perspective hold one value: a new one
         replaces the old (navy replaces red), unless it starts with a refining connective
-        ("and ...", "also ...", "with ...", "+ ...") and then is added. A Content answer
-        replaces the subject only when it repeats every word of it ("a wool coat" for "a coat");
-        otherwise it is shown as well ("a dress and a handbag"): the user's subject is never
-        dropped by an answer about something else. Others collects details;
-        a new material replaces an older material, a new pattern an older pattern, and a
-        detail already present is not repeated.
+        ("and ...", "also ...", "with ...", "+ ...") and then is added ("with a hat" joins the
+        subject phrase: "a dress with a hat"). Others collects details; a new material replaces
+        an older material, a new pattern an older pattern, and a detail already present is not
+        repeated.
+
+        Content (the paper is silent; the rule chosen): the Content question asks what the
+        image should show, so an answer names the subject, and it replaces the subject's
+        phrase of its own :meth:`kind`, keeping everything else the dialogue gave (colour,
+        size, style, place stay in their slots and go to the new phrase)::
+
+            "a dress" + "a coat"              -> "a coat"            (a garment for a garment)
+            "a woman in a dress" + "a coat"   -> "a woman in a coat"
+            "a woman in a dress" + "a man"    -> "a man in a dress"  (a person for a person)
+            "a cat on a sofa" + "a dog"       -> "a dog on a sofa"   (no known kind on either
+                                                 side: the head phrase, the main subject)
+            "a cat on a sofa" + "a dog on a rug" -> "a dog on a rug" (an answer with its own
+                                                 phrases replaces the whole subject value)
+
+        It is shown as well when it says so ("and a bag", "with a hat") or when the subject
+        has no phrase of its kind ("a dress" + "a handbag" -> "a dress and a handbag": an
+        accessory goes with a garment; "a woman in a dress" + "a small dog" adds the dog). An
+        answer that repeats every word of the subject refines it ("a wool coat" for "a coat"),
+        and "it" in an answer is the subject so far ("a model wearing it").
         """
         phrase = _tidy(phrase)
         if not phrase or aspect not in slots:
@@ -354,8 +387,9 @@ class PromptParser:
             old_words = {w.casefold() for w in _WORD.findall(" ".join(current))}
             new_words = {w.casefold() for w in _WORD.findall(phrase)}
             fillers = self._sets.get("articles", set())
-            if not (old_words - fillers) <= new_words:  # not a refinement: the subject stays
-                current.append(phrase)
+            if not (old_words - fillers) <= new_words:  # not a refinement of the whole subject
+                if not self._replace_subject(current, phrase):
+                    current.append(phrase)  # another kind of thing: shown with the subject
                 return
         if aspect == "Others":
             for group in ("materials", "patterns"):
@@ -363,9 +397,34 @@ class PromptParser:
                     current[:] = [p for p in current if not self._only(p, group, extra=("and",))]
             current.append(phrase)
         elif refine and current:
-            current.append(phrase)
+            if aspect == "Content" and self._starts_with(self._detail, phrase):
+                current[-1] = f"{current[-1]} {phrase}"  # "with a hat" goes with the subject
+            else:
+                current.append(phrase)
         else:
             slots[aspect] = [phrase]
+
+    def _replace_subject(self, current: list[str], answer: str) -> bool:
+        """Put a Content answer in place of the subject's phrase of its own kind (see
+        :meth:`merge`); False when the subject has none (the answer is then added)."""
+        answer_parts = self._split_subject(answer)
+        kind = self.kind(answer_parts[0])
+        for i, value in enumerate(current):
+            parts = self._split_subject(value)
+            # a known kind: its first phrase anywhere; no known kind: only the main subject
+            places = range(len(parts)) if kind is not None else ([0] if i == 0 else [])
+            for j in places:
+                if self.kind(parts[j]) != kind:
+                    continue
+                if len(answer_parts) > 1:  # "a dog on a rug": the answer says all of it
+                    current[i] = answer
+                    return True
+                lead = self._starts_with(self._boundary, parts[j]) if j else None
+                own = self._starts_with(self._boundary, answer)
+                parts[j] = f"{parts[j][: lead.end()]} {answer}" if lead and not own else answer
+                current[i] = " ".join(parts)
+                return True
+        return False
 
     def render(self, slots: Slots) -> str:
         """One prompt that states every filled slot: adjectives go before the subject phrase
@@ -463,6 +522,9 @@ def _fix_article(text: str) -> str:
     return f"{article} {m.group(2)}{m.group(3)}"
 
 
+_PAIR_OF = re.compile(r"^((?:pair|pairs)\s+of)\s+(.+)$", re.IGNORECASE | re.DOTALL)
+
+
 def _insert_adjectives(content: str, adjectives: list[str], article_rx: re.Pattern[str]) -> str:
     adjs = " ".join(a for a in adjectives if a)
     if not adjs:
@@ -471,5 +533,8 @@ def _insert_adjectives(content: str, adjectives: list[str], article_rx: re.Patte
         return adjs
     m = article_rx.match(content)
     if m:
+        pair = _PAIR_OF.match(m.group(2))
+        if pair:  # "a pair of long red trousers", not "a long red pair of trousers"
+            return f"{m.group(1)} {pair.group(1)} {adjs} {pair.group(2)}"
         return _fix_article(f"{m.group(1)} {adjs} {m.group(2)}")
     return f"{adjs} {content}"

@@ -30,9 +30,14 @@ the tea": a preposition before something that is no place, colour, material, siz
 detail that names a garment); only a phrase naming a place is a Background. Adjectives go to the
 subject phrase that takes them: the first garment ("a woman in a red dress"), else the head; a
 person with no garment named wears the colour ("a woman in red"). An answer replaces only what
-was said about its own aspect (navy replaces red; a new background the old one), and a Content
-answer that does not repeat the subject is added to it. ``tests/engine/test_summarizer_corpus.py``
-checks this word by word on a corpus of dialogues in several languages.
+was said about its own aspect (navy replaces red; a new background the old one). A Content answer
+names what the image should show: it replaces the subject's phrase of its own kind ("a dress,
+on a mannequin" + "a coat" -> "a coat, on a mannequin"; "a cat on a sofa" + "a dog" -> "a dog on
+a sofa"), and every other slot stays; one that says it adds ("and a bag", "with a hat") or names
+another kind of thing ("a dress" + "a handbag") is shown as well (``PromptParser.merge`` gives
+the rule). ``tests/engine/test_summarizer_corpus.py`` checks this word by word on a corpus of
+dialogues in several languages, ``tests/engine/test_summarizer_content_answers.py`` the Content
+rule on every pair of Atelier garments.
 
 Where the parts live: the rule-based parser in ``prompt_parser.py`` (the Reflector reads a
 prompt's aspect components with it too), the template files in ``templates.py``, the local chat

@@ -132,13 +132,18 @@ DIALOGUES: list[tuple[str, list[tuple[str, str]], set[str]]] = [
     ("a jalapeño on a plate", [("Color", "green"), ("Perspective", "macro shot")], set()),
     ("a façade in Lisbon", [("Others", "azulejo tiles"), ("Style", "photorealistic")], set()),
     ("a «retro» poster", [("Color", "mustard and teal"), ("Others", "with bold type")], set()),
-    # a Content answer adds to the subject, or refines it when it repeats every word of it
+    # a Content answer of another kind adds to the subject; one repeating every word refines it
     ("a dress", [("Content", "a handbag"), ("Color", "red")], set()),
     ("a coat", [("Content", "a wool coat"), ("Color", "camel"), ("Size", "long")], set()),
     ("a woman in a dress", [("Content", "a small dog"), ("Background", "in a park")], set()),
+    ("a café", [("Content", "with a dog"), ("Style", "watercolor")], set()),
     # answers that change what the prompt said are replaced on purpose
     ("a red dress", [("Color", "navy"), ("Background", "on a beach")], {"red"}),
     ("a short skirt, on a beach", [("Size", "long"), ("Background", "in a garden")], {"short", "beach"}),
+    # a Content answer of the subject's own kind replaces it: the user named a new subject
+    ("a dress, on a mannequin", [("Color", "navy"), ("Content", "a coat")], {"dress"}),
+    ("a woman in a dress", [("Content", "a jumpsuit"), ("Background", "on a beach")], {"dress"}),
+    ("a cat on a sofa", [("Color", "orange"), ("Content", "a dog")], {"cat"}),
 ]
 
 
