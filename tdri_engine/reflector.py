@@ -272,16 +272,20 @@ class Reflector:
         tau = getattr(self.settings, "tau", None)
         return FALLBACK_TAU if tau is None else float(tau)
 
-    def disagrees(self, image: Any, settled: Settled) -> bool:
+    def disagrees(self, image: Any, settled: Settled, prompt: str = "") -> bool:
         """Whether the image still contradicts the user's answer about ``settled.aspect``: the
-        answer scores below one of the aspect's other one-click options (CLIP, image vs text).
-        A skip, or an aspect without other options to compare with, never disagrees."""
+        answer scores below one of the aspect's other one-click options that can apply to
+        ``prompt`` (:meth:`applicable`; CLIP, image vs text). A skip, or an aspect without
+        other options to compare with, never disagrees."""
         answer = (settled.answer or "").strip()
-        if not answer:
+        if not answer or settled.aspect not in self.templates.questions["aspects"]:
             return False
-        spec = self.templates.questions["aspects"].get(settled.aspect, {})
         said = answer.lower()
-        others = [o for o in spec.get("options", []) if o.lower() not in said and said not in o.lower()]
+        others = [
+            o
+            for o in self.applicable(settled.aspect, prompt)
+            if o.lower() not in said and said not in o.lower()
+        ]
         if not others:
             return False
         texts = [answer, *others]
@@ -317,7 +321,7 @@ class Reflector:
         if asks and settled is not None and settled.aspect in weighted:
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            if not self.disagrees(image, settled):
+            if not self.disagrees(image, settled, prompt):
                 weighted = {a: s for a, s in weighted.items() if a != settled.aspect}
                 asks = bool(weighted)
         reflection = events.Reflection(
@@ -352,21 +356,37 @@ class Reflector:
         sleeves" states no length "short"), else when the text holds it as a whole phrase. With ``shown_last`` in the template, options that
         ``shown`` (the image's caption for the aspect) states go after the others: the answers
         offered first are the changes the image does not show yet (the studio shows six).
+
+        An option the template lists in ``applies_to`` (option -> the Content options it can
+        apply to) is offered only when the prompt states one of those, or states none of the
+        Content options at all (then nothing tells it cannot apply): the atelier's sleeve
+        answers are offered for a dress or a coat, not for a skirt or a pair of trousers
+        (``world.SLEEVED``). What does not apply is left out before the six are taken, so the
+        one-click answers (Alt+1 … Alt+6) stay numbered from 1 without gaps.
         """
         spec = self.templates.questions["aspects"][aspect]
         limit = int(self.templates.questions.get("max_options", 6))
-        patterns = spec.get("stated_by", {})
-
-        def stated(option: str, text: str) -> bool:
-            pattern = patterns.get(option)
-            if pattern:  # the template's reader decides alone ("short" is not in "short sleeves")
-                return re.search(pattern, text.lower()) is not None
-            return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text, re.IGNORECASE) is not None
-
-        candidates = [o for o in spec.get("options", []) if not stated(o, prompt)]
+        candidates = [o for o in self.applicable(aspect, prompt) if not _stated(spec, o, prompt)]
         if shown and self.templates.questions.get("shown_last"):
-            candidates.sort(key=lambda o: stated(o, shown))  # stable: the template's order otherwise
+            candidates.sort(key=lambda o: _stated(spec, o, shown))  # stable: the template's order otherwise
         return tuple(candidates[:limit])
+
+    def applicable(self, aspect: str, prompt: str) -> list[str]:
+        """The aspect's one-click answers that can apply to what ``prompt`` shows, in the
+        template's order: an option listed in ``applies_to`` only where the prompt states one
+        of its Content options, or none at all (see :meth:`options`)."""
+        aspects = self.templates.questions["aspects"]
+        spec = aspects[aspect]
+        applies_to = spec.get("applies_to", {})
+        if not applies_to:
+            return list(spec.get("options", []))
+        content = aspects.get("Content", {})
+        named = {o for o in content.get("options", []) if _stated(content, o, prompt)}
+        return [
+            o
+            for o in spec.get("options", [])
+            if not applies_to.get(o) or not named or named & set(applies_to[o])
+        ]
 
     def template_question(self, aspect: str, prompt: str) -> str:
         spec = self.templates.questions["aspects"][aspect]
@@ -419,6 +439,16 @@ class Reflector:
             note = f"The questioner model's reply could not be used ({reason}); the question comes from the template."
             return None, warnings + (note,)
         return candidate, warnings
+
+
+def _stated(spec: Mapping[str, Any], option: str, text: str) -> bool:
+    """Whether ``text`` states ``option`` of a question's ``spec``: its ``stated_by`` pattern where
+    the template gives one (the template's reader decides alone: "short" is not in "short
+    sleeves"), else the option as a whole phrase."""
+    pattern = spec.get("stated_by", {}).get(option)
+    if pattern:
+        return re.search(pattern, text.lower()) is not None
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text, re.IGNORECASE) is not None
 
 
 def make_reflector(settings: EngineSettings, registry: Any, seed: int | None = None) -> Reflector:

@@ -3,18 +3,19 @@ was trained, and a click on one puts exactly that value into the prompt."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
 
 from tdri_engine.api import Answer
 from tdri_engine.atelier import captions, questions
-from tdri_engine.atelier.world import ASPECT_FIELDS, VOCAB
+from tdri_engine.atelier.world import ASPECT_FIELDS, SLEEVED, VOCAB
 from tdri_engine.errors import BadInput, TdriError
 from tdri_engine.models import load_profile, profile_from_dict
 from tdri_engine.paths import resource_path
 from tdri_engine.records import DialogueTurn
-from tdri_engine.reflector import Reflector, make_reflector
+from tdri_engine.reflector import Reflector, Settled, make_reflector
 from tdri_engine.settings import ASPECTS, EngineSettings
 from tdri_engine.summarizer import StructuredSummarizer
 from tdri_engine.templates import default_templates, questions_templates
@@ -140,3 +141,64 @@ def test_a_bad_questions_name_is_a_clear_error() -> None:
     with pytest.raises(TdriError, match="questions_nosuch.json") as err:
         questions_templates("nosuch")
     assert err.value.kind == "resources"
+
+
+SLEEVE_OPTIONS = {questions.wording("sleeves", v) for v in VOCAB["sleeves"]}
+
+
+@pytest.mark.parametrize("garment", VOCAB["garment"])
+def test_sleeve_answers_are_offered_only_for_a_garment_with_sleeves(garment: str) -> None:
+    r = reflector()
+    size = ATELIER.questions["aspects"]["Size"]["options"]
+    noun = captions.value_prompt("garment", garment)
+    for prompt in (noun, f"{noun}, on a mannequin", f"a knee-length red {garment}, in a studio, front view"):
+        first = StructuredSummarizer().summarize([], prompt, "").prompt
+        offered = r.options("Size", first)
+        applicable = [
+            o
+            for o in size
+            if (garment in SLEEVED or o not in SLEEVE_OPTIONS)
+            and not re.search(ATELIER.questions["aspects"]["Size"]["stated_by"][o], first.lower())
+        ]
+        assert bool(SLEEVE_OPTIONS & set(offered)) == (garment in SLEEVED), (prompt, offered)
+        # the six one-click answers (Alt+1 … Alt+6) are filled from what applies, in order
+        assert offered == tuple(applicable[:6]), (prompt, offered)
+        assert len(offered) == min(6, len(applicable)) and len(set(offered)) == len(offered)
+        # the question the studio shows numbers the same answers
+        q, _ = r.question("Size", first, {"Size": "short, loose"}, {}, 0.9)
+        assert not SLEEVE_OPTIONS & set(q.options) or garment in SLEEVED, q.options
+        assert len(q.options) == len(offered)
+        # the image's caption may rank them, never bring a sleeve back
+        assert set(r.options("Size", first, "long sleeves")) == set(offered)
+
+
+def test_sleeve_answers_stay_where_the_prompt_names_no_garment_or_one_with_sleeves() -> None:
+    r = reflector()
+    assert "sleeveless" in r.options("Size", "a red garment")
+    assert "sleeveless" in r.options("Size", "a skirt and a t-shirt")
+    assert "sleeveless" not in r.options("Size", "a pair of trousers")
+    # the generic template has no such rule: its answers do not change
+    generic = reflector(default_templates())
+    assert generic.options("Size", "a skirt") == tuple(
+        default_templates().questions["aspects"]["Size"]["options"][:6]
+    )
+
+
+class _RecordingClip:
+    """Scores the answer above every other text and keeps the texts it was asked about."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def image_text(self, image, texts):
+        self.texts = list(texts)
+        return [0.9] + [0.1] * (len(texts) - 1)
+
+
+def test_an_answer_is_checked_against_the_answers_that_apply_to_the_garment() -> None:
+    clip = _RecordingClip()
+    r = Reflector(None, clip, EngineSettings(), rng_seed=0, templates=ATELIER)
+    assert not r.disagrees(None, Settled("Size", "short"), "a short skirt")
+    assert clip.texts[0] == "short" and not SLEEVE_OPTIONS & set(clip.texts[1:]), clip.texts
+    assert not r.disagrees(None, Settled("Size", "short"), "a short dress")
+    assert {"sleeveless", "long sleeves"} <= set(clip.texts[1:]), clip.texts
