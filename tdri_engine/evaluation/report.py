@@ -83,6 +83,10 @@ def aggregate(sessions: list[dict[str, Any]]) -> dict[str, Any]:
             if refine
             else None,
             "updates": sum(1 for x in refine if x.get("trained")),
+            # a refine round whose user had a question to answer (single/augment never ask)
+            "asked_rate": list(bootstrap_ci([100.0 * bool(x.get("asked")) for x in refine]))
+            if refine
+            else None,
             "satisfaction_rule": rows[0].get("satisfaction_rule", ""),
         }
     return out
@@ -143,12 +147,14 @@ def _claim(agg: dict[str, Any], better: str, worse: str, metric: str, turn: int)
 def claims(agg: dict[str, Any], turn: int = CLAIM_TURN) -> list[dict[str, Any]]:
     """The issue's claims, each with its verdict: TDRI beats single-shot and augmentation on I2I
     CLIP and satisfaction at turn 4 (the last turn of a shorter run), FR beats random-aspect
-    questions, satisfaction rises."""
+    questions, satisfaction rises. In the world, the judged aspect count (0-7) is checked beside
+    satisfaction: satisfaction is that count thresholded at 6, so where no condition reaches 6
+    the count still shows which way each condition moves."""
     n_turns = max((len(a["turns"].get("i2i_clip", [])) for a in agg.values()), default=0)
     turn = min(turn, n_turns)
     out: list[dict[str, Any]] = []
     for worse in ("single", "augment"):
-        for metric in ("i2i_clip", "satisfied"):
+        for metric in ("i2i_clip", "satisfied", "judge_aspects"):
             c = _claim(agg, "tdri", worse, metric, turn)
             if c:
                 out.append(c)
@@ -156,25 +162,36 @@ def claims(agg: dict[str, Any], turn: int = CLAIM_TURN) -> list[dict[str, Any]]:
         c = _claim(agg, "tdri", "random", metric, turn)
         if c:
             out.append(c)
-    sat = agg.get("tdri", {}).get("turns", {}).get("satisfied")
-    if sat and len(sat) > 1:
-        first, last = sat[0], sat[-1]
-        holds = last[0] > first[0] and not overlap(first, last)
-        out.append(
-            {
-                "claim": f"tdri satisfaction rises from turn 1 to turn {len(sat)}",
-                "holds": holds,
-                "why": "higher, intervals apart"
-                if holds
-                else ("higher, intervals overlap" if last[0] > first[0] else "not higher"),
-                "turn 1": first,
-                f"turn {len(sat)}": last,
-            }
-        )
+    for metric, name in (("satisfied", "satisfaction"), ("judge_aspects", "judged aspect count")):
+        c = _rise(agg, "tdri", metric, name)
+        if c:
+            out.append(c)
     return out
 
 
-def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[str, Any]]) -> str:
+def _rise(agg: dict[str, Any], cond: str, metric: str, name: str) -> dict[str, Any] | None:
+    """``cond``'s ``metric`` is higher at its last turn than at turn 1, intervals apart."""
+    series = agg.get(cond, {}).get("turns", {}).get(metric)
+    if not series or len(series) < 2:
+        return None
+    first, last = series[0], series[-1]
+    holds = last[0] > first[0] and not overlap(first, last)
+    return {
+        "claim": f"{cond} {name} rises from turn 1 to turn {len(series)}",
+        "holds": holds,
+        "why": "higher, intervals apart"
+        if holds
+        else ("higher, intervals overlap" if last[0] > first[0] else "not higher"),
+        "turn 1": first,
+        f"turn {len(series)}": last,
+    }
+
+
+def render_markdown(
+    agg: dict[str, Any], run: dict[str, Any], checks: list[dict[str, Any]], notes: str = ""
+) -> str:
+    """The report. ``notes``: Markdown written by whoever ran the evaluation (``DIR/notes.md``),
+    placed under the claims: a verdict computed here says *whether*, the notes say *why*."""
     conds = list(agg)
     n_turns = max((len(a["turns"]["i2i_clip"]) for a in agg.values() if "i2i_clip" in a["turns"]), default=0)
     t1 = min(CLAIM_TURN, n_turns) if n_turns else 0
@@ -203,6 +220,8 @@ def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[
         lines.append("No claim can be checked on these conditions (run single, augment, random and tdri).")
     for c in checks:
         lines.append(f"- {c['claim']}: **{'holds' if c['holds'] else 'does not hold'}** ({c['why']}).")
+    if notes:
+        lines += ["", "## Why (notes of whoever ran it, from notes.md)", "", notes.strip()]
     # table 1
     lines += ["", f"## Table 1 shape: methods at turn {t1}", ""]
     rows = []
@@ -210,11 +229,21 @@ def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[
         rows.append(
             [f"{cond} ({agg[cond]['label']})", agg[cond]["n"].__str__()]
             + [_cell(_at(agg, cond, m, t1)) for m in ("t2i_clip", "t2i_blip", "i2i_clip", "i2i_blip")]
-            + [_cell(_at(agg, cond, "satisfied", t1), 1)]
+            + [_cell(_at(agg, cond, "satisfied", t1), 1), _cell(_at(agg, cond, "judge_aspects", t1), 2)]
+            + [_cell(agg[cond].get("asked_rate"), 1)]
         )
     for name, vals in PAPER_TABLE1.items():
-        rows.append([f"paper: {name}", "", *(f"{v:.3f}" for v in vals), ""])
-    lines += _table(["method", "n", "T2I CLIP", "T2I BLIP", "I2I CLIP", "I2I BLIP", "satisfied %"], rows)
+        rows.append([f"paper: {name}", "", *(f"{v:.3f}" for v in vals), "", "", ""])
+    lines += _table(
+        ["method", "n", "T2I CLIP", "T2I BLIP", "I2I CLIP", "I2I BLIP", "satisfied %", "judged aspects",
+         "asked %"],
+        rows,
+    )  # fmt: skip
+    lines += [
+        "",
+        "Judged aspects: how many of the 7 aspects the judge reads as the target's (world targets "
+        "only). Asked %: refine rounds in which the user had a question to answer.",
+    ]
     # table 3: turns
     main = "tdri" if "tdri" in agg else next((c for c in conds if c not in ("single", "augment")), None)
     if main:
@@ -230,6 +259,7 @@ def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[
                     str(turn),
                     _cell(_at(agg, main, "satisfied", turn), 1),
                     _cell(_at(agg, main, "i2i_clip", turn)),
+                    _cell(_at(agg, main, "judge_aspects", turn), 2),
                     _cell(st, 1),
                     f"{paper[0]} %" if paper else "",
                     f"{paper[1]:.2f}" if paper else "",
@@ -237,7 +267,16 @@ def render_markdown(agg: dict[str, Any], run: dict[str, Any], checks: list[dict[
                 ]
             )
         lines += _table(
-            ["turns", "satisfied %", "I2I CLIP", "seconds", "paper satisfied", "paper CLIP", "paper time"],
+            [
+                "turns",
+                "satisfied %",
+                "I2I CLIP",
+                "judged aspects",
+                "seconds",
+                "paper satisfied",
+                "paper CLIP",
+                "paper time",
+            ],
             rows,
         )
     last = n_turns
@@ -412,7 +451,11 @@ def write_report(out: Path) -> Path:
         p = plot(agg, metric, out / f"plot_{metric}.png")
         if p is not None:
             plots[metric] = p.name
-    md = render_markdown(agg, run, checks)
+    try:
+        notes = (out / "notes.md").read_text(encoding="utf-8")
+    except OSError:
+        notes = ""
+    md = render_markdown(agg, run, checks, notes)
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.json").write_text(
         json.dumps(

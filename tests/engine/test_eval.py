@@ -80,6 +80,26 @@ def test_smoke_run_writes_every_session_metric_report_and_plot(smoke):
             assert im.format == "PNG" and im.size == (720, 420)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["sessions"] == 4 and set(report["conditions"]) == {"single", "tdri"}
+    # the share of refine rounds with a question, counted from the sessions
+    tdri_asked = [bool(r.get("asked")) for s in tdri for r in s["rounds"][1:]]
+    assert report["conditions"]["tdri"]["asked_rate"][0] == pytest.approx(
+        100 * sum(tdri_asked) / len(tdri_asked)
+    )
+    assert report["conditions"]["single"]["asked_rate"][0] == 0.0
+
+
+def test_the_report_carries_the_runners_notes_under_the_claims(smoke, tmp_path: Path):
+    import shutil
+
+    out, _ = smoke
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    assert "## Why" not in write_report(copy).read_text(encoding="utf-8")
+    (copy / "notes.md").write_text("Edits at strength 0.6 keep round 0's colour.\n", encoding="utf-8")
+    md = write_report(copy).read_text(encoding="utf-8")
+    assert (
+        md.index("## Claims") < md.index("## Why") < md.index("keep round 0's colour") < md.index("Table 1")
+    )
 
 
 def test_a_killed_run_resumes_with_only_the_unfinished_sessions(demo_engine, tmp_path: Path, monkeypatch):
