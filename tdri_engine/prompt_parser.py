@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 from .settings import ASPECTS
 
@@ -45,6 +46,8 @@ _WORD = re.compile(r"[\w'’-]+")
 # pattern words that name a thing rather than describe one: they follow the subject ("a red dress
 # with stripes"), where "striped", "polka dot" or "floral" go before it
 _PATTERN_NOUNS = frozenset({"stripes", "dots", "ruffles", "embroidery", "checks", "sequins"})
+# sizes before the subject in English order ("a big short loose sleeveless dress"); free phrases first
+_SIZE_ORDER = (None, "scale", "length", "fit", "sleeves")
 _MEDIUM_OF = re.compile(
     r"^(?:(?:an?|the)\s+)?(?P<medium>(?:[\w'-]+\s+){0,3}?)"
     r"(?P<noun>painting|illustration|photo|photograph|sketch|drawing|render|rendering|portrait|image|"
@@ -64,9 +67,15 @@ class PromptParser:
         kw = {k: [w.casefold() for w in v] for k, v in keywords.items() if isinstance(v, list)}
         self.kw = kw
         self._re = {name: _phrase_regex(kw.get(name, [])) for name in (
-            "colors", "color_modifiers", "sizes", "styles", "perspectives", "materials", "patterns", "places",
-            "command_prefixes",
+            "colors", "color_modifiers", "sizes", "sleeves", "styles", "perspectives", "materials", "patterns",
+            "places", "command_prefixes",
         )}  # fmt: skip
+        groups: Any = keywords.get("size_groups", {})  # {group: [size words]}
+        self._size_group = {
+            w.casefold(): name
+            for name, words in (groups.items() if isinstance(groups, dict) else ())
+            for w in words
+        }
         self._sets = {name: set(kw.get(name, [])) for name in kw}
         bounds = kw.get("place_prepositions", []) + kw.get("detail_connectives", [])
         self._boundary = _phrase_regex(bounds)
@@ -98,7 +107,20 @@ class PromptParser:
         )
 
     def is_pure_size(self, text: str) -> bool:
-        return self._only(text, "sizes", extra=("and",))
+        return self._only(text, "sleeves", "sizes", extra=("and",))
+
+    def _size_rank(self, phrase: str) -> int:
+        group = self.size_group(phrase)
+        return _SIZE_ORDER.index(group) if group in _SIZE_ORDER else len(_SIZE_ORDER)
+
+    def size_group(self, phrase: str) -> str | None:
+        """The group a one-word Size phrase belongs to: "sleeves" ("sleeveless", "long
+        sleeves"), else its ``size_groups`` entry ("length", "fit", "scale"); None for anything
+        longer or unknown ("short and loose", "much longer")."""
+        text = _tidy(phrase).casefold()
+        if self._only(text, "sleeves"):
+            return "sleeves"
+        return self._size_group.get(text)
 
     def is_pure_material(self, text: str) -> bool:
         return self._only(text, "materials", "patterns", extra=("and",))
@@ -270,6 +292,7 @@ class PromptParser:
             out.append(("Color", rest[a:b]))
         rest = _cut(rest, color_spans)
         for name, aspect in (
+            ("sleeves", "Size"),
             ("sizes", "Size"),
             ("patterns", "Others"),
             ("materials", "Others"),
@@ -301,6 +324,9 @@ class PromptParser:
     def _clause(self, clause: str) -> list[tuple[str, str]]:
         """A whole phrase that is not the subject: find the one aspect it speaks about."""
         low = clause.casefold()
+        with_size = re.match(r"^with\s+(.+)$", clause, re.IGNORECASE)
+        if with_size and self.is_pure_size(with_size.group(1)):
+            return [("Size", with_size.group(1))]  # "with long sleeves"
         if self._starts_with(self._detail, clause):
             return [("Others", clause)]
         bg = _BACKGROUND_IS.match(clause)
@@ -348,8 +374,12 @@ class PromptParser:
         Content, Style, Background, Size, Color and Perspective hold one value: a new one
         replaces the old (navy replaces red), unless it starts with a refining connective
         ("and ...", "also ...", "with ...", "+ ...") and then is added ("with a hat" joins the
-        subject phrase: "a dress with a hat"). Others collects details; a new material replaces
-        an older material, a new pattern an older pattern, and a detail already present is not
+        subject phrase: "a dress with a hat"). Size holds one value per group of
+        ``size_groups`` (length, fit, scale) and one for the sleeves: a Designer who clicks
+        "short", then "fitted", then "sleeveless" asked for all three ("a short fitted sleeveless
+        dress"), while "long" replaces "short"; a size phrase of no group replaces them all.
+        Others collects details; a new material replaces an older material, a new pattern an
+        older pattern ("with dots" replaces "with stripes"), and a detail already present is not
         repeated.
 
         Content (the paper is silent; the rule chosen): the Content question asks what the
@@ -393,14 +423,20 @@ class PromptParser:
                 return
         if aspect == "Others":
             for group in ("materials", "patterns"):
-                if self._only(phrase, group, extra=("and",)):
-                    current[:] = [p for p in current if not self._only(p, group, extra=("and",))]
+                # "with dots" is a pattern: the pattern nouns the renderer puts after "with" count
+                extra = ("and", "with", *(_PATTERN_NOUNS if group == "patterns" else ()))
+                if self._only(phrase, group, extra=extra):
+                    current[:] = [p for p in current if not self._only(p, group, extra=extra)]
             current.append(phrase)
         elif refine and current:
             if aspect == "Content" and self._starts_with(self._detail, phrase):
                 current[-1] = f"{current[-1]} {phrase}"  # "with a hat" goes with the subject
             else:
                 current.append(phrase)
+        elif aspect == "Size" and self.size_group(phrase):
+            own = self.size_group(phrase)  # "fitted" keeps "short", "long" replaces it
+            current[:] = [p for p in current if self.size_group(p) not in (own, None)]
+            current.append(phrase)
         else:
             slots[aspect] = [phrase]
 
@@ -429,15 +465,19 @@ class PromptParser:
     def render(self, slots: Slots) -> str:
         """One prompt that states every filled slot: adjectives go before the subject phrase
         that takes them ("a long navy silk dress", "a woman in a red dress"; a person with no
-        garment named wears the colour: "a woman in red"), everything else follows,
-        comma-separated. Several Content values are joined with "and"."""
+        garment named wears the colour: "a woman in red"; sizes in the order scale, length, fit,
+        sleeveless; sleeves with a length follow: "with long sleeves"), everything else
+        follows, comma-separated. Several Content values are joined with "and"."""
         adjectives: list[str] = []
         after: list[str] = []
         size, color = slots.get("Size", []), slots.get("Color", [])
-        if size and all(self.is_pure_size(s) for s in size):
-            adjectives += size
-        else:
-            after += size
+        for s in sorted(size, key=self._size_rank):
+            if not self.is_pure_size(s):
+                after.append(s)
+            elif s.casefold().split()[-1] == "sleeves":
+                after.append(f"with {s}")  # "a dress with long sleeves"
+            else:
+                adjectives.append(s)
         if color and all(self.is_pure_color(c) and " with " not in f" {c.casefold()} " for c in color):
             adjectives.append(" and ".join(color))
         elif color:

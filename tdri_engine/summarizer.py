@@ -30,7 +30,8 @@ the tea": a preposition before something that is no place, colour, material, siz
 detail that names a garment); only a phrase naming a place is a Background. Adjectives go to the
 subject phrase that takes them: the first garment ("a woman in a red dress"), else the head; a
 person with no garment named wears the colour ("a woman in red"). An answer replaces only what
-was said about its own aspect (navy replaces red; a new background the old one). A Content answer
+was said about its own aspect (navy replaces red; a new background the old one; a length the
+length, keeping the fit and the sleeves: see ``PromptParser.merge``). A Content answer
 names what the image should show: it replaces the subject's phrase of its own kind ("a dress,
 on a mannequin" + "a coat" -> "a coat, on a mannequin"; "a cat on a sofa" + "a dog" -> "a dog on
 a sofa"), and every other slot stays; one that says it adds ("and a bag", "with a hat") or names
