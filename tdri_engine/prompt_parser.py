@@ -368,8 +368,9 @@ class PromptParser:
         return bool(spans) and not text[: spans[0][0]].strip(" -")
 
     # -- merging and rendering -----------------------------------------------------------------
-    def merge(self, slots: Slots, aspect: str, phrase: str) -> None:
-        """Merge one phrase into its aspect's slot.
+    def merge(self, slots: Slots, aspect: str, phrase: str) -> list[str]:
+        """Merge one phrase into its aspect's slot; returns what had to leave another slot (see
+        the last paragraph), usually nothing.
 
         Content, Style, Background, Size, Color and Perspective hold one value: a new one
         replaces the old (navy replaces red), unless it starts with a refining connective
@@ -400,7 +401,30 @@ class PromptParser:
         accessory goes with a garment; "a woman in a dress" + "a small dog" adds the dog). An
         answer that repeats every word of the subject refines it ("a wool coat" for "a coat"),
         and "it" in an answer is the subject so far ("a model wearing it").
+
+        A garment with no sleeves ("bottoms": a skirt, a pair of trousers) cannot keep an
+        answer about sleeves: when a Content answer leaves a subject whose garments are all
+        bottoms, the sleeve sizes leave with the old garment ("a sleeveless dress" + "a skirt"
+        -> "a skirt"), as the Atelier's world drops them (``world.Record.replace``); the
+        summarizer tells the user.
         """
+        self._merge(slots, aspect, phrase)
+        return self._drop_sleeves(slots) if aspect == "Content" else []
+
+    def _drop_sleeves(self, slots: Slots) -> list[str]:
+        """Remove the sleeve sizes when every garment of the subject is one without sleeves."""
+        content = " ".join(slots.get("Content", [])).casefold()
+        clothes = self._sets.get("garments", set()) - self._sets.get("accessories", set())
+        named = {w for w in _WORD.findall(content) if w in clothes}
+        if not named or not named <= self._sets.get("bottoms", set()):
+            return []
+        sizes = slots.get("Size", [])
+        dropped = [p for p in sizes if self.size_group(p) == "sleeves"]
+        if dropped:
+            slots["Size"] = [p for p in sizes if p not in dropped]
+        return dropped
+
+    def _merge(self, slots: Slots, aspect: str, phrase: str) -> None:
         phrase = _tidy(phrase)
         if not phrase or aspect not in slots:
             return
@@ -465,17 +489,21 @@ class PromptParser:
     def render(self, slots: Slots) -> str:
         """One prompt that states every filled slot: adjectives go before the subject phrase
         that takes them ("a long navy silk dress", "a woman in a red dress"; a person with no
-        garment named wears the colour: "a woman in red"; sizes in the order scale, length, fit,
-        sleeveless; sleeves with a length follow: "with long sleeves"), everything else
-        follows, comma-separated. Several Content values are joined with "and"."""
+        garment named wears the colour: "a woman in red"; sizes in the order scale, length,
+        fit, and "sleeveless" last, next to the garment: "a short fitted red sleeveless dress";
+        sleeves with a length follow: "with long sleeves"), everything else follows,
+        comma-separated. Several Content values are joined with "and"."""
         adjectives: list[str] = []
         after: list[str] = []
         size, color = slots.get("Size", []), slots.get("Color", [])
+        next_to_noun: list[str] = []  # "sleeveless": right before the garment ("a red sleeveless dress")
         for s in sorted(size, key=self._size_rank):
             if not self.is_pure_size(s):
                 after.append(s)
             elif s.casefold().split()[-1] == "sleeves":
                 after.append(f"with {s}")  # "a dress with long sleeves"
+            elif self.size_group(s) == "sleeves":
+                next_to_noun.append(s)
             else:
                 adjectives.append(s)
         if color and all(self.is_pure_color(c) and " with " not in f" {c.casefold()} " for c in color):
@@ -495,6 +523,7 @@ class PromptParser:
                 others_after.append(f"with {o}")
             else:
                 adjectives.append(o)
+        adjectives += next_to_noun
         if person:
             sizes = [a for a in adjectives if a in size]
             worn = [a for a in adjectives if a not in size]

@@ -181,7 +181,10 @@ class StructuredSummarizer:
             if aspect != reply.aspect:
                 notes = (f"'{text}' reads as {aspect}, not {reply.aspect}; it was put with {aspect}.",)
             if text:
-                self.parser.merge(slots, aspect, text)
+                dropped = self.parser.merge(slots, aspect, text)
+                if dropped:
+                    subject = " and ".join(slots.get("Content", []))
+                    notes += (f"'{', '.join(dropped)}' was left out: {subject} has no sleeves.",)
         elif isinstance(reply, Feedback):
             text = _check_text(reply.text, "feedback")
             self._apply_feedback(slots, text)

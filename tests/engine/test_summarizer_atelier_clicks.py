@@ -66,6 +66,11 @@ def test_every_clicked_value_stays_until_its_own_field_is_clicked_again(garment:
 def test_sizes_read_in_english_order_and_sleeves_with_a_length_follow() -> None:
     prompts = _clicks("a dress", [("Size", "sleeveless"), ("Size", "fitted"), ("Size", "short")])
     assert prompts[-1] == "a short fitted sleeveless dress"
+    # "sleeveless" goes next to the garment, as the captions say it ("short" before "sleeveless"
+    # would read as a sleeve length, not the length of the dress)
+    assert _clicks("a dress", [("Size", "short"), ("Size", "sleeveless"), ("Color", "red")])[-1] == (
+        "a short red sleeveless dress"
+    )
     assert (
         _clicks("a coat", [("Size", "long sleeves"), ("Size", "loose")])[-1]
         == "a loose coat, with long sleeves"

@@ -90,3 +90,23 @@ def test_an_answer_that_adds_or_names_another_kind_keeps_the_subject() -> None:
     # a second Content answer of the accessory's kind replaces the accessory, not the dress
     assert _run("a dress", [("Content", "a handbag"), ("Content", "a hat")]) == "a dress and a hat"
     assert _run("a dress", [("Content", "a handbag"), ("Content", "a coat")]) == "a coat and a handbag"
+
+
+@pytest.mark.parametrize("sleeves", VOCAB["sleeves"])
+def test_sleeves_leave_with_a_garment_for_one_that_has_none_and_the_user_is_told(sleeves: str) -> None:
+    answers = [("Size", "short"), ("Size", sleeves), ("Color", "red")]
+    for new in VOCAB["garment"]:
+        after = _run("a dress", [*answers, ("Content", captions.value_prompt("garment", new))])
+        read = captions.mentions(after)
+        assert read["garment"] == {new: 1} and read["length"] == {"short": 1} and read["color"] == {"red": 1}
+        assert read["sleeves"] == ({} if new in ("skirt", "trousers") else {sleeves: 1}), after
+    summarizer = StructuredSummarizer()
+    prompt = _run("a dress", answers)
+    turns = [
+        DialogueTurn(round=0, kind="prompt", user_input=prompt, prompt=prompt, question_aspect="Content")
+    ]
+    summary = summarizer.summarize(turns, Answer("Content", "a skirt"), prompt)
+    assert summary.prompt == "a short red skirt"
+    assert summary.warnings == (f"'{sleeves}' was left out: a skirt has no sleeves.",)
+    # a skirt and a top: the top keeps its sleeves
+    assert sleeves in _run("a dress", [*answers, ("Content", "and a skirt")])
