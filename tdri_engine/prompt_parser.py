@@ -400,7 +400,10 @@ class PromptParser:
         has no phrase of its kind ("a dress" + "a handbag" -> "a dress and a handbag": an
         accessory goes with a garment; "a woman in a dress" + "a small dog" adds the dog). An
         answer that repeats every word of the subject refines it ("a wool coat" for "a coat"),
-        and "it" in an answer is the subject so far ("a model wearing it").
+        and "it" in an answer is the subject so far ("a model wearing it"). An answer that
+        replaces brings its own adjectives into their slots ("a long navy dress" + "a short
+        coat" -> "a short navy coat", never "a long navy short coat"); one that adds keeps
+        them ("a dress and a red handbag").
 
         A garment with no sleeves ("bottoms": a skirt, a pair of trousers) cannot keep an
         answer about sleeves: when a Content answer leaves a subject whose garments are all
@@ -442,8 +445,21 @@ class PromptParser:
             new_words = {w.casefold() for w in _WORD.findall(phrase)}
             fillers = self._sets.get("articles", set())
             if not (old_words - fillers) <= new_words:  # not a refinement of the whole subject
-                if not self._replace_subject(current, phrase):
-                    current.append(phrase)  # another kind of thing: shown with the subject
+                # "a short red coat" in place of "a long navy dress": the noun replaces the noun,
+                # its colour, size, material or pattern replace those of the dialogue
+                said = self._head(phrase) if len(self._split_subject(phrase)) == 1 else []
+                nouns = [c for a, c in said if a == "Content"]
+                split = (
+                    len(nouns) == 1
+                    and not any(a == "Style" for a, _ in said)
+                    and self.kind(nouns[0]) != "person"  # "a tall man": his size, not the dress's
+                )
+                if self._replace_subject(current, nouns[0] if split else phrase):
+                    for a, c in said if split else []:
+                        if a != "Content":
+                            self._merge(slots, a, c)
+                    return
+                current.append(phrase)  # another kind of thing: shown with the subject
                 return
         if aspect == "Others":
             for group in ("materials", "patterns"):

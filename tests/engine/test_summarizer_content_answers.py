@@ -71,6 +71,12 @@ def test_the_answer_replaces_the_phrase_of_its_own_kind_in_any_subject() -> None
     )
     # an answer that places itself replaces the whole subject it stands for
     assert _run("a cat on a sofa", [("Content", "a dog on a rug")]) == "a dog on a rug"
+    # the answer's own colour or size replaces the dialogue's, never stands beside it
+    assert _run("a navy dress", [("Content", "a red coat")]) == "a red coat"
+    assert _run("a long navy dress, on a beach", [("Content", "a short coat")]) == (
+        "a short navy coat, on a beach"
+    )
+    assert _run("a woman in a dress", [("Content", "a tall man")]) == "a tall man in a dress"
     # a refinement that repeats the subject still refines it
     assert _run("a coat", [("Content", "a wool coat")]) == "a wool coat"
     assert _run("a dress", [("Color", "red"), ("Content", "a model wearing it")]) == (
@@ -86,6 +92,7 @@ def test_an_answer_that_adds_or_names_another_kind_keeps_the_subject() -> None:
     # an accessory is not a garment of the same kind: the generic template's one-click answers
     assert _run("a dress", [("Content", "a handbag")]) == "a dress and a handbag"
     assert _run("a red coat", [("Content", "a hat")]) == "a red coat and a hat"
+    assert _run("a dress", [("Content", "a red handbag")]) == "a dress and a red handbag"
     assert _run("a woman in a dress", [("Content", "a small dog")]) == "a woman in a dress and a small dog"
     # a second Content answer of the accessory's kind replaces the accessory, not the dress
     assert _run("a dress", [("Content", "a handbag"), ("Content", "a hat")]) == "a dress and a hat"
