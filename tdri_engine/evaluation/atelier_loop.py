@@ -70,7 +70,7 @@ class TasteConfig:
     heldout_seeds: int = 8  # images per held-out prompt, before and after
     seed: int = 0  # the user's images and the update's noise
     steps: int | None = 10  # denoising steps (DDIM; None: the profile's 20). 10: the CPU budget
-    guidance: float = 4.0  # the Atelier generator's sampling default
+    guidance: float = 7.5  # the Atelier generator's sampling default (models.ATELIER_GUIDANCE)
     size: int = 64
     dpo_steps: int = 100
     dpo_lr: float = 3e-3
@@ -333,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tdri_engine.evaluation.atelier_loop")
     sub = parser.add_subparsers(dest="what", required=True)
     taste = sub.add_parser("taste", help="DPO from a colour-family user's 40 choices (5 users)")
-    taste.add_argument("--seeds", type=int, default=5)
+    taste.add_argument("--seeds", type=int, default=5, help="how many simulated users")
+    taste.add_argument(
+        "--first-seed", type=int, default=0, help="the first user's seed (tune on others than you report)"
+    )
+    taste.add_argument("--guidance", type=float, default=TasteConfig.guidance)
     taste.add_argument("--family", default="warm", choices=sorted(COLOUR_FAMILIES))
     taste.add_argument("--dpo-steps", type=int, default=TasteConfig.dpo_steps)
     taste.add_argument("--dpo-lr", type=float, default=TasteConfig.dpo_lr)
@@ -369,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
             judge = judge_mod.load(_judge_dir(args.judge))
             runs = []
             before = None
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 cfg = TasteConfig(
                     family=args.family,
                     seed=seed,
+                    guidance=args.guidance,
                     steps=args.steps,
                     dpo_steps=args.dpo_steps,
                     dpo_lr=args.dpo_lr,
@@ -387,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                 "config": asdict(
                     TasteConfig(
                         family=args.family,
+                        seed=args.first_seed,
+                        guidance=args.guidance,
                         steps=args.steps,
                         dpo_steps=args.dpo_steps,
                         dpo_lr=args.dpo_lr,
