@@ -288,8 +288,8 @@ def render_markdown(
         lines.extend(["", f"## {title}", "", *([note, ""] if note else [])])
         lines.extend(
             _table(
-                ["condition", *(h for h, _ in cols)],
-                [[label, *(f(c) for _, f in cols)] for c, label in present],
+                ["condition", "n", *(h for h, _ in cols)],
+                [[label, str(agg[c]["n"]), *(f(c) for _, f in cols)] for c, label in present],
             )
         )
 
