@@ -1,8 +1,8 @@
 """``tdri-studio --screenshots DIR``: pictures of the studio with a project loaded.
 
 Works on a throwaway copy of the project (the user's files never change), runs a short
-dialogue on the engine when the project has none (so the refinement view shows real rounds,
-and goes on until a question is pending), and saves ``annotation.png``, ``refinement.png`` and
+dialogue on the engine when the project has none (so the refinement view shows real rounds: see
+``run_demo_dialogue``), and saves ``annotation.png``, ``refinement.png`` and
 ``settings.png`` at 1440×900, then ``annotation-1920x1080.png`` and ``refinement-1920x1080.png``.
 Each view is shown as it is used: a message in the strip from a real action (the HTML snippet
 copied, the round's image copied), the round actions under the images.
@@ -26,9 +26,29 @@ log = logging.getLogger(__name__)
 
 SIZE = (1440, 900)
 SIZES = (SIZE, (1920, 1080))  # a laptop and a desktop screen; the first keeps the plain names
-# in the Atelier's own words, so its trained models draw what the screenshot says
-DEMO_PROMPT = "a red dress on a mannequin at the beach"
-MAX_EXTRA_ROUNDS = 4  # rounds added until a question is pending (the profile's tau asks ~ half the time)
+# The scripted dialogue (run_demo_dialogue), in the Atelier's own words: its world's values, what
+# its models were trained on. The prompt leaves the colour open. On the atelier profile at its
+# calibrated tau (0.8157), seed 3: round 0 draws a brown checked dress and asks its colour, the
+# answer "yellow" comes back as a yellow dress in round 1 (the Atelier judge reads brown, then
+# yellow), two typed wishes follow, and round 3 asks again. Edits at strength 0.6 keep most colours
+# the generator drew: its judge read an answered red, blue or white in 0 of 9 edits each (seeds 0-5
+# of "a dress on a beach", 0, 1, 3 of "a dress in a studio"), black in 7 and yellow in 6 of 9.
+DEMO_PROMPT = "a dress in a studio"
+DEMO_SEED = 3
+# The one-click answer clicked for each aspect: the first of these the question offers (all are
+# values of resources/templates/questions_atelier.json), else the question's first option.
+DEMO_ANSWERS: dict[str, tuple[str, ...]] = {
+    "Color": ("yellow", "black"),
+    "Background": ("in a garden", "on a beach"),
+    "Style": ("on a mannequin", "on a hanger"),
+    "Perspective": ("front view", "side view"),
+    "Size": ("long sleeves", "short"),
+    "Others": ("with a belt", "with stripes"),
+    "Content": ("a dress", "a coat"),
+}
+# what the designer types while no question is pending (Atelier values too)
+DEMO_FEEDBACK = ("long sleeves", "with a belt", "with stripes", "side view")
+MAX_EXTRA_ROUNDS = 4  # rounds after round 0 until an answer has come back and a question is pending
 
 
 async def wait_signal(signal: Any, timeout_s: float = 60.0) -> Any:
@@ -53,6 +73,16 @@ async def settle(ms: int = 150) -> None:
     await asyncio.sleep(ms / 1000)
 
 
+async def engine_idle(window: Any, timeout_s: float = 300.0) -> None:
+    """Wait (at most ``timeout_s``) until the engine's job queue is empty: opening a project loads
+    the engine, and a screenshot taken meanwhile shows "Loading the engine" in the status bar."""
+    queue = window.bridge.queue
+    loop = asyncio.get_event_loop()
+    end = loop.time() + timeout_s
+    while (queue.active is not None or queue.pending) and loop.time() < end:
+        await asyncio.sleep(0.1)
+
+
 def grab(widget: QWidget, path: Path) -> Path:
     pixmap = widget.grab()
     if not pixmap.save(str(path)):
@@ -73,6 +103,7 @@ async def take_screenshots(window: Any, out_dir: Path, *, project: str | None = 
     store = await window.open_project(copy)
     if store is None:
         raise RuntimeError(f"could not open {copy}")
+    await engine_idle(window)  # the status bar shows the engine loaded, not half-way through it
     saved: list[Path] = []
     for size in SIZES:
         window.resize(*size)
@@ -114,27 +145,54 @@ async def _refinement_shot(window: Any, path: Path) -> Path:
     """The refinement view with a question pending, a round starred and its image copied."""
     window.tabs.setCurrentWidget(window.refinement_view)
     ref = window.refinement_model
-    if not ref.rounds:
-        view = await ref.generate(DEMO_PROMPT, seed=7)
-        if view is not None:
-            q = ref.pending_question
-            reply: api.Reply = (
-                api.Answer(q.aspect, q.options[0] if q.options else "deep red")
-                if q is not None
-                else api.Feedback("long sleeves")
-            )
-            await ref.refine(reply)
+    if not ref.rounds and await run_demo_dialogue(ref):
+        first, last = ref.rounds[0], ref.rounds[-1]
+        if last is not first:
+            ref.compare(first, last)  # the prompt's image beside the latest: what the answers changed
             await ref.choose("right")
-            feedback = iter(("long sleeves", "with a belt", "stripes", "side view"))
-            for _ in range(MAX_EXTRA_ROUNDS):
-                if ref.pending_question is not None or await ref.refine(api.Feedback(next(feedback))) is None:
-                    break
-            last = ref.rounds[-1] if ref.rounds else None
-            if last is not None and last.image_id not in ref.starred:
-                await ref.toggle_star(last.image_id)
+        if last.image_id not in ref.starred:
+            await ref.toggle_star(last.image_id)
     window.refinement_view.copy_image()  # the round actions at work: a note in the strip
     await settle(300)
+    # the dialogue from its start (the prompt, the first question and its answer); the pending
+    # question stays in view in the question box under it
+    window.refinement_view.dialogue_log.verticalScrollBar().setValue(0)
+    await settle(50)
     return grab(window, path)
+
+
+async def run_demo_dialogue(ref: Any) -> bool:
+    """The screenshots' dialogue: ``DEMO_PROMPT`` on ``DEMO_SEED``, then each round answers the
+    pending question with a one-click option (``DEMO_ANSWERS``) or, when none is pending, types the
+    next ``DEMO_FEEDBACK``; it stops once an answer has come back in a round and that round asks a
+    question (so the view shows a pending question with its one-click answers), or after
+    ``MAX_EXTRA_ROUNDS``. Whether a round asks is the engine's own decision (ambiguity above the
+    profile's tau); nothing here forces it. Returns whether round 0 was made."""
+    if await ref.generate(DEMO_PROMPT, seed=DEMO_SEED) is None:
+        return False
+    answered = False
+    feedback = iter(DEMO_FEEDBACK)
+    for _ in range(MAX_EXTRA_ROUNDS):
+        q = ref.pending_question
+        if q is not None and answered:
+            break
+        reply: api.Reply
+        if q is not None:
+            offered = tuple(q.options)
+            pick = next((a for a in DEMO_ANSWERS.get(q.aspect, ()) if a in offered), None)
+            if pick is None and not offered:
+                reply = api.Skip()
+            else:
+                reply = api.Answer(q.aspect, pick or offered[0])
+                answered = True
+        else:
+            text = next(feedback, None)
+            if text is None:
+                break
+            reply = api.Feedback(text)
+        if await ref.refine(reply) is None:
+            break
+    return True
 
 
 async def _settings_shot(window: Any, path: Path) -> Path | None:
