@@ -88,8 +88,33 @@ def aggregate(sessions: list[dict[str, Any]]) -> dict[str, Any]:
             if refine
             else None,
             "satisfaction_rule": rows[0].get("satisfaction_rule", ""),
+            "questions": question_uptake(rows),
         }
     return out
+
+
+def question_uptake(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per asked aspect (world runs: the judge's per-aspect verdicts): how often it was asked,
+    how often the image *before* the question already had the target's value there (a question
+    FR should not need), and how often the image *after* the answer has it where the one before
+    did not (the answer showed). Says why a dialogue condition rises or not: the right
+    questions, and answers the generator draws."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r in rows:
+        rounds = r.get("rounds", [])
+        for before, after in zip(rounds, rounds[1:], strict=False):
+            aspect = after.get("asked")
+            b, a = before.get("judge"), after.get("judge")
+            if not aspect or not isinstance(b, dict) or not isinstance(a, dict) or aspect not in b:
+                continue
+            c = counts[aspect]
+            c[0] += 1
+            c[1] += bool(b[aspect])
+            c[2] += bool(a.get(aspect)) and not b[aspect]
+    return {
+        aspect: {"asked": n, "right_before": right / n, "newly_right_after": new / n}
+        for aspect, (n, right, new) in sorted(counts.items(), key=lambda kv: -kv[1][0])
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,6 +363,36 @@ def render_markdown(
         ],
         "",
     )
+    asked = [c for c in conds if agg[c].get("questions")]
+    if asked:
+        aspects = sorted({a for c in asked for a in agg[c]["questions"]})
+        lines += [
+            "",
+            "## Questions: what was asked, and whether the answer showed",
+            "",
+            "Per condition and aspect: times asked (share of its questions); the share of those "
+            "questions where the image before already had the target's value there (the judge's "
+            "reading); the share where the image after the answer has it and the one before did "
+            "not.",
+            "",
+        ]
+        rows = []
+        for name in asked:
+            q = agg[name]["questions"]
+            n = sum(v["asked"] for v in q.values()) or 1
+            rows.append(
+                [name, "**all**", str(n),
+                 f"{sum(v['right_before'] * v['asked'] for v in q.values()) / n:.2f}",
+                 f"{sum(v['newly_right_after'] * v['asked'] for v in q.values()) / n:.2f}"]
+            )  # fmt: skip
+            for a in aspects:
+                if a in q:
+                    v = q[a]
+                    rows.append(
+                        [name, a, f"{v['asked']} ({100 * v['asked'] / n:.0f} %)",
+                         f"{v['right_before']:.2f}", f"{v['newly_right_after']:.2f}"]
+                    )  # fmt: skip
+        lines += _table(["condition", "aspect", "asked", "already right before", "newly right after"], rows)
     lines += ["", "## Every metric by turn", ""]
     for metric in METRICS:
         if not any(metric in a["turns"] for a in agg.values()):

@@ -166,3 +166,21 @@ def test_cli_refuses_bad_arguments_before_any_model_loads(tmp_path: Path, capsys
         assert cli.main(["eval", "--out", str(tmp_path / "x"), *argv]) == 1
         assert said in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_question_uptake_counts_each_asked_aspect_against_the_judge_before_and_after():
+    from tdri_engine.evaluation.report import question_uptake
+
+    def rnd(asked, color, size):
+        return {"asked": asked, "judge": {"Color": color, "Size": size}}
+
+    rows = [
+        {"rounds": [rnd(None, False, False), rnd("Color", True, False), rnd("Size", True, False)]},
+        {"rounds": [rnd(None, True, False), rnd("Color", True, True), rnd(None, False, True)]},
+    ]
+    q = question_uptake(rows)
+    # Color asked twice: once the image before lacked it and the one after has it, once it was there already
+    assert q["Color"] == {"asked": 2, "right_before": 0.5, "newly_right_after": 0.5}
+    # Size asked once, wrong before and after: the answer did not show
+    assert q["Size"] == {"asked": 1, "right_before": 0.0, "newly_right_after": 0.0}
+    assert list(q) == ["Color", "Size"]  # most asked first
