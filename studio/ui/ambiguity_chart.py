@@ -44,7 +44,7 @@ def plain_reason(
     """Why the studio asks (or not), in words: the least clear part of the image first.
 
     The Reflector asks about one of the three lowest-scoring aspects (paper 4.3), so the
-    sentence says "the least clear part" when it is the lowest and "one of the least clear
+    sentence says "the least clear part" when it is the lowest and "among the least clear
     parts" otherwise; the numbers are in :func:`formula`.
     """
     if not scores:
@@ -52,9 +52,10 @@ def plain_reason(
     order = sorted(scores, key=lambda a: (scores[a], ASPECTS.index(a) if a in ASPECTS else 99))
     if asked:
         name = aspect_words(asked)
+        verb = "are" if name.endswith("s") else "is"  # "the details are"
         if asked == order[0]:
-            return f"The {name} is the least clear part of the image, so the studio asks about it."
-        return f"The {name} is one of the least clear parts of the image, so the studio asks about it."
+            return f"The {name} {verb} the least clear part of the image, so the studio asks about it."
+        return f"The {name} {verb} among the least clear parts of the image, so the studio asks about it."
     if ambiguity is not None and tau is not None and ambiguity > tau:
         return (
             f"The least clear part of the image is the {aspect_words(order[0])}; "
