@@ -149,10 +149,54 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _claim(agg: dict[str, Any], better: str, worse: str, metric: str, turn: int) -> dict[str, Any] | None:
+def _turn_values(sessions: list[dict[str, Any]], cond: str, metric: str, turn: int) -> dict[str, float]:
+    """{target: the metric at ``turn``} of one condition's sessions (turn 1 = round 0)."""
+    out = {}
+    for s in sessions:
+        rounds = s.get("rounds", [])
+        if s.get("condition") == cond and turn <= len(rounds):
+            v = _value(metric, rounds[turn - 1])
+            if v is not None:
+                out[s["target"]] = v
+    return out
+
+
+def paired_change(
+    sessions: list[dict[str, Any]], a: str, b: str, metric: str, turn_a: int, turn_b: int | None = None
+) -> tuple[float, float, float] | None:
+    """Mean difference ``a - b`` over the targets both conditions ran (every condition runs the
+    same targets and seeds, so target by target the difference is the condition's effect), with
+    its 95 % bootstrap interval. ``b`` may be ``a`` at another turn (``turn_b``): a rise. None
+    with fewer than two shared targets. The verdicts keep the issue's rule (the two conditions'
+    own intervals apart); the paired interval is the sharper test and is printed beside it."""
+    va = _turn_values(sessions, a, metric, turn_a)
+    vb = _turn_values(sessions, b, metric, turn_b or turn_a)
+    shared = sorted(set(va) & set(vb))
+    if len(shared) < 2:
+        return None
+    return bootstrap_ci([va[t] - vb[t] for t in shared])
+
+
+def _paired_words(ci: tuple[float, float, float] | None, metric: str) -> str:
+    if ci is None:
+        return ""
+    digits = {"satisfied": 1, "judge_aspects": 2}.get(metric, 3)
+    apart = "above 0" if ci[1] > 0 else ("below 0" if ci[2] < 0 else "includes 0")
+    return f"; paired over the same targets {ci[0]:+.{digits}f} [{ci[1]:+.{digits}f}, {ci[2]:+.{digits}f}], {apart}"
+
+
+def _claim(
+    agg: dict[str, Any],
+    better: str,
+    worse: str,
+    metric: str,
+    turn: int,
+    sessions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
     a, b = _at(agg, better, metric, turn), _at(agg, worse, metric, turn)
     if a is None or b is None or math.isnan(a[0]) or math.isnan(b[0]):
         return None
+    pair = paired_change(sessions, better, worse, metric, turn) if sessions else None
     holds = a[0] > b[0] and not overlap(a, b)
     if holds:
         why = "higher, intervals apart"
@@ -163,13 +207,16 @@ def _claim(agg: dict[str, Any], better: str, worse: str, metric: str, turn: int)
     return {
         "claim": f"{better} > {worse} on {metric} at turn {turn}",
         "holds": holds,
-        "why": why,
+        "why": why + _paired_words(pair, metric),
         better: a,
         worse: b,
+        "paired": list(pair) if pair else None,
     }
 
 
-def claims(agg: dict[str, Any], turn: int = CLAIM_TURN) -> list[dict[str, Any]]:
+def claims(
+    agg: dict[str, Any], turn: int = CLAIM_TURN, sessions: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The issue's claims, each with its verdict: TDRI beats single-shot and augmentation on I2I
     CLIP and satisfaction at turn 4 (the last turn of a shorter run), FR beats random-aspect
     questions, satisfaction rises. In the world, the judged aspect count (0-7) is checked beside
@@ -180,35 +227,46 @@ def claims(agg: dict[str, Any], turn: int = CLAIM_TURN) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for worse in ("single", "augment"):
         for metric in ("i2i_clip", "satisfied", "judge_aspects"):
-            c = _claim(agg, "tdri", worse, metric, turn)
+            c = _claim(agg, "tdri", worse, metric, turn, sessions)
             if c:
                 out.append(c)
     for metric in ("i2i_clip", "satisfied", "judge_aspects"):
-        c = _claim(agg, "tdri", "random", metric, turn)
+        c = _claim(agg, "tdri", "random", metric, turn, sessions)
         if c:
             out.append(c)
-    for metric, name in (("satisfied", "satisfaction"), ("judge_aspects", "judged aspect count")):
-        c = _rise(agg, "tdri", metric, name)
+    for metric, name in (
+        ("satisfied", "satisfaction"),
+        ("judge_aspects", "judged aspect count"),
+        ("i2i_clip", "I2I CLIP"),
+    ):
+        c = _rise(agg, "tdri", metric, name, sessions)
         if c:
             out.append(c)
     return out
 
 
-def _rise(agg: dict[str, Any], cond: str, metric: str, name: str) -> dict[str, Any] | None:
+def _rise(
+    agg: dict[str, Any], cond: str, metric: str, name: str, sessions: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """``cond``'s ``metric`` is higher at its last turn than at turn 1, intervals apart."""
     series = agg.get(cond, {}).get("turns", {}).get(metric)
     if not series or len(series) < 2:
         return None
     first, last = series[0], series[-1]
     holds = last[0] > first[0] and not overlap(first, last)
+    pair = paired_change(sessions, cond, cond, metric, len(series), 1) if sessions else None
+    why = (
+        "higher, intervals apart"
+        if holds
+        else ("higher, intervals overlap" if last[0] > first[0] else "not higher")
+    )
     return {
         "claim": f"{cond} {name} rises from turn 1 to turn {len(series)}",
         "holds": holds,
-        "why": "higher, intervals apart"
-        if holds
-        else ("higher, intervals overlap" if last[0] > first[0] else "not higher"),
+        "why": why + _paired_words(pair, metric),
         "turn 1": first,
         f"turn {len(series)}": last,
+        "paired": list(pair) if pair else None,
     }
 
 
@@ -500,7 +558,7 @@ def write_report(out: Path) -> Path:
         if starts:
             run["wall_s"] = max(ends) - min(starts)
     agg = aggregate(sessions)
-    checks = claims(agg)
+    checks = claims(agg, sessions=sessions)
     plots = {}
     for metric in PLOT_METRICS:
         p = plot(agg, metric, out / f"plot_{metric}.png")

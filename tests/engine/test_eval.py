@@ -184,3 +184,28 @@ def test_question_uptake_counts_each_asked_aspect_against_the_judge_before_and_a
     # Size asked once, wrong before and after: the answer did not show
     assert q["Size"] == {"asked": 1, "right_before": 0.0, "newly_right_after": 0.0}
     assert list(q) == ["Color", "Size"]  # most asked first
+
+
+def test_paired_change_is_the_mean_target_by_target_difference_and_shows_in_the_claims():
+    from tdri_engine.evaluation.report import aggregate, claims, paired_change
+
+    def session(cond, target, scores):
+        return {"condition": cond, "target": target, "wall_s": 1.0,
+                "rounds": [{"i2i_clip": v, "seconds": 0.1} for v in scores]}  # fmt: skip
+
+    # a large spread between targets, the same small gain on every one: the two conditions'
+    # own intervals overlap, the paired difference does not include 0
+    base = [0.1, 0.3, 0.5, 0.7, 0.9, 0.2, 0.4, 0.6]
+    sessions = [session("single", f"t{i}", [b] * 4) for i, b in enumerate(base)]
+    sessions += [session("tdri", f"t{i}", [b, b, b, b + 0.05]) for i, b in enumerate(base)]
+    mean, lo, hi = paired_change(sessions, "tdri", "single", "i2i_clip", 4)
+    assert mean == pytest.approx(0.05) and lo == pytest.approx(0.05) and hi == pytest.approx(0.05)
+    rise = paired_change(sessions, "tdri", "tdri", "i2i_clip", 4, 1)
+    assert rise is not None and rise[0] == pytest.approx(0.05)
+    assert paired_change(sessions, "tdri", "augment", "i2i_clip", 4) is None  # no shared targets
+    check = next(
+        c for c in claims(aggregate(sessions), sessions=sessions) if c["claim"].startswith("tdri > single")
+    )
+    assert (
+        not check["holds"] and "paired over the same targets +0.050 [+0.050, +0.050], above 0" in check["why"]
+    )
