@@ -1,9 +1,10 @@
 """``tdri finetune``: a domain LoRA from a captioned folder, registered as a model profile.
 
     tdri finetune --data DIR --base PROFILE_OR_FOLDER --out NAME [--steps N] [--rank R] ...
+                  [--prior-data DIR [--prior-weight W]]
 
 The folder is checked first (``dataset.scan``: every problem named, nothing trains on a broken
-set unless ``--allow-problems``); the run lives in ``<TDRI_HOME>/finetunes/NAME`` (``--dir``),
+set unless ``--allow-problems``; a ``--prior-data`` folder gets the same checks); the run lives in ``<TDRI_HOME>/finetunes/NAME`` (``--dir``),
 the same command after a kill or Ctrl-C continues from the last checkpoint; at the end the
 profile ``NAME`` is written (``profiles.register_profile``). Under ``accelerate launch -m
 tdri_engine.finetune ...`` the same options run on every process. Imports nothing heavy at
@@ -30,6 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--base", required=True, help="model profile (demo, atelier, sd15 ...) or a diffusers folder"
     )
     p.add_argument("--out", required=True, help="name of the profile to write (and of the run folder)")
+    p.add_argument(
+        "--prior-data",
+        type=Path,
+        default=None,
+        help="prior preservation: a second captioned folder (same layouts) of what the base already "
+        "draws, e.g. the existing catalogue; each step also trains on a batch of it",
+    )
     p.add_argument("--dir", type=Path, default=None, help="run folder (default: <TDRI_HOME>/finetunes/NAME)")
     from .train import FinetuneConfig
 
@@ -46,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     knob("--alpha", type=float)
     knob("--batch-size", type=int)
     knob("--grad-accum", type=int)
+    knob("--prior-weight", type=float)
     knob("--resolution", type=int)
     knob("--crop", choices=("center", "bucket"))
     p.add_argument(
@@ -113,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         validation_prompt=args.validation_prompt,
         validation_every=args.validation_every,
         validation_steps=args.validation_steps,
+        prior_weight=args.prior_weight,
     )
 
 
@@ -141,6 +151,16 @@ def run(args: argparse.Namespace) -> int:
             f"Training on the {len(report.examples)} usable image(s) only (--allow-problems).",
             file=sys.stderr,
         )
+    prior = None
+    if args.prior_data is not None:  # the same checks, before anything loads or trains
+        prior = scan(args.prior_data, min_side=min_side, what="prior", flag="--prior-data")
+        print(terminal_lines(prior.summary()), file=sys.stderr)
+        require_usable(prior, allow_problems=args.allow_problems)
+        if prior.problems:
+            print(
+                f"Keeping the prior with its {len(prior.examples)} usable image(s) only (--allow-problems).",
+                file=sys.stderr,
+            )
     missing = [w for w in args.trigger if not any(w.lower() in ex.caption.lower() for ex in report.examples)]
     if missing:
         print(f"Note: no caption uses the trigger word(s) {', '.join(missing)}.", file=sys.stderr)
@@ -176,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
             config,
             folder,
             trigger_words=tuple(args.trigger),
+            prior=prior,
             on_step=on_step,
         )
     finally:

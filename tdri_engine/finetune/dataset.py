@@ -77,6 +77,7 @@ class DatasetReport:
     examples: list[Example] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     other_files: list[str] = field(default_factory=list)  # neither images nor captions
+    what: str = "training"  # "training" | "prior": the set's name in messages
 
     @property
     def ok(self) -> bool:
@@ -167,20 +168,24 @@ def _read_metadata(folder: Path, problems: list[Problem]) -> dict[str, tuple[str
     return captions
 
 
-def scan(folder: Path | str, *, min_side: int = 0) -> DatasetReport:
+def scan(
+    folder: Path | str, *, min_side: int = 0, what: str = "training", flag: str = "--data"
+) -> DatasetReport:
     """Read ``folder`` and report every usable example and every problem (see module docstring).
 
     ``min_side``: an image whose shorter side is below it is reported as tiny (pass half the
     training size: more than 2x upsampling teaches the model blur). Raises ``BadInput`` only
     when there is no folder, nothing that looks like an image in it, or no caption source.
+    ``what`` / ``flag`` name the folder in messages (``"prior"`` / ``"--prior-data"`` for the
+    prior-preservation set, which gets the same checks).
     """
     from PIL import Image, UnidentifiedImageError
 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise BadInput(
-            f"The training folder {terminal_safe(root)} does not exist or is not a folder.",
-            "Give --data the folder that holds the images and their captions.",
+            f"The {what} folder {terminal_safe(root)} does not exist or is not a folder.",
+            f"Give {flag} the folder that holds the images and their captions.",
             kind="finetune-data",
         )
     images = _images(root)
@@ -188,16 +193,16 @@ def scan(folder: Path | str, *, min_side: int = 0) -> DatasetReport:
         others = sorted(_rel(p, root) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         listed = ", ".join(terminal_safe(o) for o in others[:SHOWN]) + (" ..." if len(others) > SHOWN else "")
         raise BadInput(
-            f"The training folder {terminal_safe(root)} holds no images"
+            f"The {what} folder {terminal_safe(root)} holds no images"
             + (f" ({len(others)} other file(s): {listed})." if others else " (it is empty)."),
-            f"Put the training images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it, each with a caption: "
+            f"Put the {what} images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it, each with a caption: "
             f"a sidecar .txt of the same name, or a {METADATA_NAME} with file_name and text per line.",
             kind="finetune-data",
         )
     problems: list[Problem] = []
     has_meta = (root / METADATA_NAME).is_file()
     meta = _read_metadata(root, problems) if has_meta else {}
-    report = DatasetReport(root, METADATA_NAME if has_meta else "sidecar .txt")
+    report = DatasetReport(root, METADATA_NAME if has_meta else "sidecar .txt", what=what)
     image_set = {_rel(p, root) for p in images}
     for name, (_text, number) in meta.items():
         if name not in image_set:
@@ -271,14 +276,14 @@ def require_usable(report: DatasetReport, *, allow_problems: bool = False, min_e
     user allowed training on its usable part (then the caller prints ``report.summary()``)."""
     if report.problems and not allow_problems:
         raise BadInput(
-            f"The training set has problems; nothing was trained.\n{report.summary()}",
+            f"The {report.what} set has problems; nothing was trained.\n{report.summary()}",
             "Fix or remove the files named above, or add --allow-problems to train on the "
             f"{len(report.examples)} usable image(s) only.",
             kind="finetune-data",
         )
     if len(report.examples) < min_examples:
         raise BadInput(
-            f"The training set has {len(report.examples)} usable image(s); at least {min_examples} "
+            f"The {report.what} set has {len(report.examples)} usable image(s); at least {min_examples} "
             f"are needed.\n{report.summary()}",
             "Add captioned images to the folder.",
             kind="finetune-data",
