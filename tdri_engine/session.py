@@ -38,6 +38,11 @@ DEMO_NOTICE = (
 SEED_RANGE = 2**31  # new seeds stay in int32: some front-ends and exports cannot hold more
 
 
+# how a round's note begins when Attend-and-Excite regenerated its image (measurements count it:
+# an A&E note that says the edit started too late for it is a round it did not act on)
+AE_REGENERATED = "The image left out part of the prompt, so it was regenerated with Attend-and-Excite"
+
+
 def _optional(module: str, attr: str) -> Any | None:
     """A function of a part that may not be in this build (the optimizer), or None."""
     try:
@@ -727,8 +732,7 @@ class RefinementSession:
         excited = ", ".join(f"'{w}'" for w in getattr(hook, "words", ()))
         return again, " ".join(
             [
-                "The image left out part of the prompt, so it was regenerated with Attend-and-Excite on "
-                f"{excited}, which strengthens neglected words ({measured}; now {after:.3f}).",
+                f"{AE_REGENERATED} on {excited}, which strengthens neglected words ({measured}; now {after:.3f}).",
                 *getattr(hook, "notes", ()),
             ]
         )

@@ -454,6 +454,7 @@ class EvalRun:
         notes: list[str],
     ) -> None:
         from ..errors import TrainingError
+        from ..session import AE_REGENERATED
 
         scorers = self.scorers()
         if cond.train == "sample":
@@ -501,7 +502,10 @@ class EvalRun:
                 "asked": asked,
                 "answer": getattr(reply, "text", None),
                 "question_aspect": new.question.aspect if new.question else None,
-                "ae": any("Attend-and-Excite" in w for w in new.warnings),
+                # regenerated with A&E; "ae_wanted": the image missed part of the prompt by the
+                # threshold, whether or not A&E could act (an edit may start after its steps)
+                "ae": any(w.startswith(AE_REGENERATED) for w in new.warnings),
+                "ae_wanted": any("Attend-and-Excite" in w for w in new.warnings),
                 "choice": choice.value,
                 "adapter": new.image.adapter_version,
                 "trained": trained,

@@ -14,6 +14,7 @@ from tdri_engine.api import Answer, Feedback, PromptEdit, Skip
 from tdri_engine.errors import BadInput, Cancelled, StorageError
 from tdri_engine.events import CancelToken
 from tdri_engine.records import Choice, Dialogue, DialogueTurn, ImageRecord, PreferencePair
+from tdri_engine.session import AE_REGENERATED
 from tdri_engine.settings import ASPECTS
 from tdri_engine.store import read_provenance
 
@@ -238,6 +239,7 @@ def test_attend_and_excite_regenerates_a_round_only_when_the_image_strays(posed_
     fired, fired_image, _ = round_1(use_attend_excite=True, ae_threshold=round(m - 0.02, 4))
     rescued = [w for w in fired.warnings if "Attend-and-Excite" in w]
     assert len(rescued) == 1 and "regenerated with Attend-and-Excite on 'dress', 'beach'" in rescued[0]
+    assert rescued[0].startswith(AE_REGENERATED)  # how `tdri eval` counts a round A&E acted on
     assert not np.array_equal(fired_image, plain_image)  # the excited latents changed the image
 
     quiet, quiet_image, _ = round_1(use_attend_excite=True, ae_threshold=round(m + 0.02, 4))
@@ -260,4 +262,5 @@ def test_an_edit_that_starts_after_attend_and_excites_steps_is_not_regenerated(p
     assert 1.0 - float(clip.image_text(tiny_project.load_image(result.image), [result.prompt])[0]) > 0.5
     said = [w for w in result.warnings if "Attend-and-Excite" in w]
     assert len(said) == 1 and "not regenerated" in said[0] and "strength 0.60 of 4 steps" in said[0]
+    assert not said[0].startswith(AE_REGENERATED)  # `tdri eval` counts it as wanted, not as acted
     assert not posed_engine.generator.base_pipeline().unet._forward_pre_hooks
