@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,14 @@ def test_paired_change_is_the_mean_target_by_target_difference_and_shows_in_the_
     assert (
         not check["holds"] and "paired over the same targets +0.050 [+0.050, +0.050], above 0" in check["why"]
     )
+
+
+def test_the_committed_atelier_report_and_its_copy_in_docs_eval_agree():
+    """docs/eval/atelier.md is docs/eval/atelier/report.md with its plot links made relative to
+    docs/eval/: a report redrawn without its copy (or the other way round) fails here."""
+    root = Path(__file__).resolve().parents[2] / "docs" / "eval"
+    report = (root / "atelier" / "report.md").read_text(encoding="utf-8")
+    copy = (root / "atelier.md").read_text(encoding="utf-8")
+    assert copy.split("\n", 1)[1] == report.replace("](plot_", "](atelier/plot_")
+    for name in re.findall(r"\]\((atelier/plot_\w+\.png)\)", copy):
+        assert (root / name).is_file(), name
