@@ -38,6 +38,13 @@ def aspect_words(aspect: str | None) -> str:
     return ASPECT_WORDS.get(aspect or "", (aspect or "image").lower())
 
 
+def aspect_label(aspect: str | None) -> str:
+    """The aspect as the studio names it on screen ("Colour", "Viewpoint", "Details"): the bars,
+    the question and the dialogue use one name, not the engine's key ("Color", "Others")."""
+    word = aspect_words(aspect)
+    return word[:1].upper() + word[1:]
+
+
 def plain_reason(
     scores: dict[str, float], ambiguity: float | None, tau: float | None, asked: str | None
 ) -> str:
@@ -141,8 +148,7 @@ class AmbiguityChart(QWidget):
 
     @staticmethod
     def _label(aspect: str) -> str:
-        word = aspect_words(aspect)
-        return word[:1].upper() + word[1:]
+        return aspect_label(aspect)
 
     # ------------------------------------------------------------------ painting
     def paintEvent(self, _event) -> None:  # noqa: N802

@@ -57,7 +57,7 @@ from PySide6.QtWidgets import (
 from studio import shortcuts
 from studio.models.refinement_model import RefinementModel
 from studio.models.rounds import Comparison, Personalisation, RoundView
-from studio.ui.ambiguity_chart import AmbiguityChart, formula, plain_reason
+from studio.ui.ambiguity_chart import AmbiguityChart, aspect_label, formula, plain_reason
 from studio.ui.image_view import ImageView
 from studio.ui.job_widget import JobProgress
 from studio.ui.plain_label import PlainLabel, plain_tooltip
@@ -895,7 +895,7 @@ class RefinementView(QWidget):
             self.refine_button.setText("Refine")
             self.question_reason.setText("")
             return
-        self.question_label.setText(f"<b>{html.escape(q.aspect)}</b> — {html.escape(q.text)}")
+        self.question_label.setText(f"<b>{html.escape(aspect_label(q.aspect))}</b> — {html.escape(q.text)}")
         r = self.model.reflection
         self.question_reason.setText(
             plain_reason(r.scores, r.ambiguity, r.threshold, q.aspect) if r is not None and r.scores else ""
@@ -1087,7 +1087,7 @@ class RefinementView(QWidget):
                 why = f"<br><i>{html.escape(reason)}</i>" if reason else ""
                 parts.append(
                     f"<table width='100%'><tr><td bgcolor='#4a3b17' style='padding:6px'><b>Studio asks</b> · "
-                    f"round {r.round} · {html.escape(r.question_aspect or '')}<br>{html.escape(r.question)}"
+                    f"round {r.round} · {html.escape(aspect_label(r.question_aspect) if r.question_aspect else '')}<br>{html.escape(r.question)}"
                     f"{why}</td><td></td></tr></table>"
                 )
         self.dialogue_log.setHtml("".join(parts))

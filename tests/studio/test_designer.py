@@ -38,6 +38,9 @@ def test_designer_runs_three_rounds_answers_a_question_and_records_a_preference(
         qtbot.mouseClick(view.generate_button, Qt.MouseButton.LeftButton)
     assert view.question_card.isVisible()
     assert "Which colour" in view.question_label.text()
+    # one name for the aspect on screen: the bars', not the engine's key
+    assert view.question_label.text().startswith("<b>Colour</b>")
+    assert "· Colour" in view.dialogue_log.toPlainText() and "Color" not in view.dialogue_log.toPlainText()
     assert [b.property("option") for b in view._option_buttons] == ["red", "navy", "emerald"]
     assert view._option_buttons[0].text() == "red  [Alt+1]"  # its key on the button
     assert view.chart.ambiguity_of("Color") > view.chart.ambiguity_of("Style")
