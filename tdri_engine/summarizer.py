@@ -37,8 +37,7 @@ on a mannequin" + "a coat" -> "a coat, on a mannequin"; "a cat on a sofa" + "a d
 a sofa"), and every other slot stays; one that says it adds ("and a bag", "with a hat") or names
 another kind of thing ("a dress" + "a handbag") is shown as well (``PromptParser.merge`` gives
 the rule). ``tests/engine/test_summarizer_corpus.py`` checks this word by word on a corpus of
-dialogues in several languages, ``tests/engine/test_summarizer_content_answers.py`` the Content
-rule on every pair of Atelier garments.
+dialogues in several languages, and the Content rule on every pair of Atelier garments.
 
 Where the parts live: the rule-based parser in ``prompt_parser.py`` (the Reflector reads a
 prompt's aspect components with it too), the template files in ``templates.py``, the local chat
