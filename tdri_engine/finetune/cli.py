@@ -129,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..validation import check_text, terminal_lines, terminal_safe
     from .base import resolve_base
-    from .dataset import require_usable, scan
+    from .dataset import DatasetReport, require_usable, scan
     from .profiles import check_name, profile_data, register_profile, runs_dir
 
     name = check_name(args.out)
@@ -143,24 +143,25 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_base(args.base)
     size = config.resolution or _native_size(base.path) or 64
     min_side = args.min_side if args.min_side is not None else size // 2
-    report = scan(args.data, min_side=min_side)
-    print(terminal_lines(report.summary()), file=sys.stderr)
-    require_usable(report, allow_problems=args.allow_problems)
-    if report.problems:
-        print(
-            f"Training on the {len(report.examples)} usable image(s) only (--allow-problems).",
-            file=sys.stderr,
-        )
+
+    def checked(folder: Path, kept: str, **names: str) -> DatasetReport:
+        """Scan a folder, print its summary, refuse an unusable one; say what is kept."""
+        report = scan(folder, min_side=min_side, **names)
+        print(terminal_lines(report.summary()), file=sys.stderr)
+        require_usable(report, allow_problems=args.allow_problems)
+        if report.problems:
+            print(kept.format(n=len(report.examples)), file=sys.stderr)
+        return report
+
+    report = checked(args.data, "Training on the {n} usable image(s) only (--allow-problems).")
     prior = None
     if args.prior_data is not None:  # the same checks, before anything loads or trains
-        prior = scan(args.prior_data, min_side=min_side, what="prior", flag="--prior-data")
-        print(terminal_lines(prior.summary()), file=sys.stderr)
-        require_usable(prior, allow_problems=args.allow_problems)
-        if prior.problems:
-            print(
-                f"Keeping the prior with its {len(prior.examples)} usable image(s) only (--allow-problems).",
-                file=sys.stderr,
-            )
+        prior = checked(
+            args.prior_data,
+            "Keeping the prior with its {n} usable image(s) only (--allow-problems).",
+            what="prior",
+            flag="--prior-data",
+        )
     missing = [w for w in args.trigger if not any(w.lower() in ex.caption.lower() for ex in report.examples)]
     if missing:
         print(f"Note: no caption uses the trigger word(s) {', '.join(missing)}.", file=sys.stderr)
