@@ -46,6 +46,8 @@ _WORD = re.compile(r"[\w'’-]+")
 # pattern words that name a thing rather than describe one: they follow the subject ("a red dress
 # with stripes"), where "striped", "polka dot" or "floral" go before it
 _PATTERN_NOUNS = frozenset({"stripes", "dots", "ruffles", "embroidery", "checks", "sequins"})
+# patterns that say there is none: before the colour, as English puts it ("a plain red dress")
+_BEFORE_COLOUR = frozenset({"plain", "solid"})
 # sizes before the subject in English order ("a big short loose sleeveless dress"); free phrases first
 _SIZE_ORDER = (None, "scale", "length", "fit", "sleeves")
 _MEDIUM_OF = re.compile(
@@ -327,6 +329,9 @@ class PromptParser:
         with_size = re.match(r"^with\s+(.+)$", clause, re.IGNORECASE)
         if with_size and self.is_pure_size(with_size.group(1)):
             return [("Size", with_size.group(1))]  # "with long sleeves"
+        listed = self._with_list(with_size.group(1)) if with_size else []
+        if listed:  # "with long sleeves and stripes"
+            return listed
         if self._starts_with(self._detail, clause):
             return [("Others", clause)]
         bg = _BACKGROUND_IS.match(clause)
@@ -360,7 +365,23 @@ class PromptParser:
             return [("Others", clause)]
         if self._re["places"].search(low):
             return [("Background", clause)]
-        return [("Others", clause)]
+        return self._with_list(clause) or [("Others", clause)]  # "stripes and a belt"
+
+    def _with_list(self, text: str, least: int = 2) -> list[tuple[str, str]]:
+        """The items of a list of what a garment is "with" ("long sleeves, stripes and a belt"),
+        each to its aspect: sleeves to Size, patterns and accessories to Others, one phrase each,
+        so that a later pattern can replace the pattern alone. Empty unless there are ``least``
+        items or more and every one is of those kinds."""
+        items = [i for i in re.split(r"\s*(?:,|\band\b)\s*", text, flags=re.IGNORECASE) if i.strip()]
+        out = []
+        for item in items:
+            if self.is_pure_size(item):
+                out.append(("Size", item))
+            elif self.is_pure_material(item) or self.kind(item) == "accessory":
+                out.append(("Others", item))
+            else:
+                return []
+        return out if len(out) >= least else []
 
     def _color_first(self, text: str) -> bool:
         """The phrase starts with a colour (after modifiers): "navy with white trim"."""
@@ -511,17 +532,21 @@ class PromptParser:
         comma-separated. Several Content values are joined with "and"."""
         adjectives: list[str] = []
         after: list[str] = []
+        # what the subject is "with": sleeves with a length, patterns named as things, accessories
+        # ("a red dress with long sleeves, stripes and a belt", as the Atelier's captions say it)
+        with_items: list[str] = []
         size, color = slots.get("Size", []), slots.get("Color", [])
         next_to_noun: list[str] = []  # "sleeveless": right before the garment ("a red sleeveless dress")
         for s in sorted(size, key=self._size_rank):
             if not self.is_pure_size(s):
                 after.append(s)
             elif s.casefold().split()[-1] == "sleeves":
-                after.append(f"with {s}")  # "a dress with long sleeves"
+                with_items.append(s)  # "a dress with long sleeves"
             elif self.size_group(s) == "sleeves":
                 next_to_noun.append(s)
             else:
                 adjectives.append(s)
+        color_at = len(adjectives)  # "plain" and "solid" go before the colour: "a plain red dress"
         if color and all(self.is_pure_color(c) and " with " not in f" {c.casefold()} " for c in color):
             adjectives.append(" and ".join(color))
         elif color:
@@ -533,10 +558,17 @@ class PromptParser:
         content = " and ".join(slots.get("Content", []))
         person = bool(content) and self.person_only(content)
         for o in slots.get("Others", []):
-            if not self.is_pure_material(o):
-                others_after.append(o)
-            elif o.casefold().split()[-1] in _PATTERN_NOUNS:
-                others_after.append(f"with {o}")
+            low = o.casefold()
+            bare = re.sub(r"^with\s+", "", o, flags=re.IGNORECASE)  # a one-click "with a hat"
+            if bare != o and self._with_list(bare, least=1):
+                with_items.append(bare)  # "with checks", "with a hat": items of the list
+            elif not self.is_pure_material(o):
+                accessory = self.kind(o) == "accessory" and not self._starts_with(self._detail, o)
+                (with_items if accessory else others_after).append(o)  # "a hat" -> "with a hat"
+            elif low.split()[-1] in _PATTERN_NOUNS:
+                with_items.append(o)
+            elif low in _BEFORE_COLOUR:
+                adjectives.insert(color_at, o)
             else:
                 adjectives.append(o)
         adjectives += next_to_noun
@@ -555,6 +587,14 @@ class PromptParser:
         else:
             parts[i] = _insert_adjectives(parts[i], adjectives, self._article)
         head = " ".join(p for p in parts if p)
+        if with_items:
+            listed = (
+                with_items[0]
+                if len(with_items) == 1
+                else f"{', '.join(with_items[:-1])} and {with_items[-1]}"
+            )
+            joint = ", with" if " with " in f" {head.casefold()} " else " with"  # not "with a belt with"
+            head = f"{head}{joint} {listed}".strip(", ")
         backgrounds = []
         for bg in slots.get("Background", []):
             cue = self._starts_with(self._place_prep, bg) or re.search(

@@ -377,13 +377,73 @@ def test_sizes_read_in_english_order_and_sleeves_with_a_length_follow() -> None:
     )
     assert (
         _clicks("a coat", [("Size", "long sleeves"), ("Size", "loose")])[-1]
-        == "a loose coat, with long sleeves"
+        == "a loose coat with long sleeves"
     )
     # what a reparsed prompt says is what the slots say: a recorded prompt reads back the same
     parser = StructuredSummarizer().parser
+    assert parser.components("a loose coat with long sleeves")["Size"] == "loose, long sleeves"
     assert parser.components("a loose coat, with long sleeves")["Size"] == "loose, long sleeves"
     # a size of no group is a whole new answer; "bigger" is a scale, not a length
     assert _clicks("a dress", [("Size", "short"), ("Size", "much shorter than now")])[-1] == (
         "a dress, much shorter than now"
     )
     assert _clicks("a dress", [("Size", "short"), ("Size", "big")])[-1] == "a big short dress"
+
+
+# --------------------------------------------------------------------------------------------
+# Patterns and accessories in the Atelier's words: "checks", "dots" and "plain" are patterns, and
+# what a garment is "with" reads as one list, as the captions say it ("a red dress with long
+# sleeves, stripes and a belt"), never "a red dress, checks" or "a red plain dress".
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", ["checks", "dots", "gingham checks", "stripes"])
+def test_a_pattern_answer_follows_the_garment_with_with(pattern: str) -> None:
+    assert (
+        _run("a red dress in a studio", [("Others", pattern)]) == f"a red dress with {pattern}, in a studio"
+    )
+
+
+def test_plain_goes_before_the_colour_and_replaces_the_pattern() -> None:
+    assert _run("a red dress", [("Others", "plain")]) == "a plain red dress"
+    assert _run("a red dress", [("Others", "stripes"), ("Others", "plain")]) == "a plain red dress"
+    assert (
+        _run("a dress", [("Size", "short"), ("Others", "plain"), ("Color", "navy")])
+        == "a short plain navy dress"
+    )
+
+
+def test_what_the_garment_is_with_reads_as_one_list_and_a_new_pattern_replaces_only_the_pattern() -> None:
+    clicks = [("Size", "long sleeves"), ("Others", "stripes"), ("Others", "a belt")]
+    assert _run("a red dress", clicks) == "a red dress with long sleeves, stripes and a belt"
+    assert (
+        _run("a red dress", [*clicks, ("Others", "checks")])
+        == "a red dress with long sleeves, a belt and checks"
+    )
+    assert _run("a red dress", [("Others", "a hat")]) == "a red dress with a hat"
+    # the one-click wordings ("with checks", "with a hat") join the list the same way
+    clicks = [("Size", "long sleeves"), ("Others", "with stripes"), ("Others", "with a hat")]
+    assert _run("a red dress", clicks) == "a red dress with long sleeves, stripes and a hat"
+    # a recorded prompt in that form reads back into the same slots
+    parser = StructuredSummarizer().parser
+    parts = parser.parse("a red dress with long sleeves, stripes and a belt, in a studio")
+    assert parts["Size"] == ["long sleeves"] and parts["Others"] == ["stripes", "a belt"]
+    assert parser.parse("a red dress with long sleeves and stripes")["Others"] == ["stripes"]
+    # a list with something the keyword lists do not know stays one phrase
+    assert parser.parse("a café with a dog and a cat")["Others"] == ["with a dog and a cat"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_canonical_atelier_caption_reads_back_to_its_own_values(seed: int) -> None:
+    """The world's caption, parsed and rendered by the summarizer, still names every value once."""
+    import random
+
+    from tdri_engine.atelier.world import random_record
+
+    parser = StructuredSummarizer().parser
+    rng = random.Random(seed)
+    for i in range(40):
+        record = random_record(rng)
+        caption = captions.full_caption(record, None if i % 2 else seed * 100 + i)  # canonical, worded
+        rendered = parser.render(parser.parse(caption))
+        assert captions.mentions(rendered) == captions.mentions(caption), (caption, rendered)
