@@ -464,6 +464,7 @@ class Generator:
         self.domain_lora: Any = getattr(getattr(registry, "profile", None), "domain_lora", None)
         self.adapter_weight = 1.0  # the project adapter's weight beside the domain LoRA
         self._domain_loaded: tuple[Path, float] | None = None
+        self._domain_words: dict[int, Any] = {}  # text-encoder rows its learnt words replaced
 
     # -- pipelines ---------------------------------------------------------------------------
 
@@ -604,12 +605,21 @@ class Generator:
         if target == self._domain_loaded:
             return
         base = self.base_pipeline()
+        from .finetune.words import apply_words, restore_words
+
         if self._domain_loaded is not None and (target is None or target[0] != self._domain_loaded[0]):
+            restore_words(base, self._domain_words)
+            self._domain_words = {}
             self._remove_lora(base, DOMAIN_ADAPTER)
             self._domain_loaded = None
         if target is not None and self._domain_loaded is None:
             try:
                 self._load_lora(base, target[0], DOMAIN_ADAPTER)
+                try:  # the words it learnt (tdri finetune --learn-word), into the text encoder
+                    self._domain_words = apply_words(base, target[0])
+                except Exception:
+                    self._remove_lora(base, DOMAIN_ADAPTER)
+                    raise
             except Exception as exc:
                 why = exc.message if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
                 raise AdapterError(

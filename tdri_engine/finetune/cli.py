@@ -55,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     knob("--batch-size", type=int)
     knob("--grad-accum", type=int)
     knob("--prior-weight", type=float)
+    knob("--caption-dropout", type=float)
+    knob("--lr-schedule", choices=("constant", "cosine"))
     knob("--resolution", type=int)
     knob("--crop", choices=("center", "bucket"))
     p.add_argument(
@@ -68,6 +70,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     knob("--validation-steps", type=int)
     p.add_argument(
         "--trigger", action="append", default=[], help="a trigger word the captions use (repeatable)"
+    )
+    p.add_argument(
+        "--learn-word",
+        action="append",
+        default=[],
+        help="a word the base does not know (a new colour, a fabric, a product name) whose token "
+        "embedding is learnt with the LoRA; prompts without it keep the base's images (repeatable; "
+        "SD-1.x bases; also a trigger word)",
+    )
+    knob("--word-lr", type=float)
+    p.add_argument(
+        "--words-only",
+        action="store_true",
+        help="learn only the --learn-word embeddings: the LoRA stays zero, so every prompt without "
+        "those words gives exactly the base's image",
     )
     p.add_argument("--weight", type=float, default=1.0, help="the domain LoRA's weight in the profile")
     p.add_argument("--description", default="", help="the profile's description")
@@ -123,6 +140,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         validation_every=args.validation_every,
         validation_steps=args.validation_steps,
         prior_weight=args.prior_weight,
+        caption_dropout=args.caption_dropout,
+        lr_schedule=args.lr_schedule,
+        learn_words=tuple(args.learn_word),
+        word_lr=args.word_lr,
+        train_lora=not args.words_only,
     )
 
 
@@ -135,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     name = check_name(args.out)
     for word in args.trigger:
         check_text(word, "A trigger word", max_chars=100)
+    for word in args.learn_word:
+        check_text(word, "A word to learn", max_chars=100)
+    args.trigger = list(dict.fromkeys([*args.trigger, *args.learn_word]))  # a learnt word calls it up
     if args.validation_prompt:
         check_text(args.validation_prompt, "The validation prompt", max_chars=2000)
     config = config_from_args(args)  # BadInput on bad numbers, before anything loads
@@ -163,6 +188,13 @@ def run(args: argparse.Namespace) -> int:
             flag="--prior-data",
         )
     missing = [w for w in args.trigger if not any(w.lower() in ex.caption.lower() for ex in report.examples)]
+    unlearnable = [w for w in args.learn_word if w in missing]
+    if unlearnable:
+        raise BadInput(
+            f"No caption in {args.data} uses {', '.join(map(repr, unlearnable))}, so --learn-word has "
+            "nothing to learn it from.",
+            "Put the word in the captions of the pictures that show it, or leave --learn-word out.",
+        )
     if missing:
         print(f"Note: no caption uses the trigger word(s) {', '.join(missing)}.", file=sys.stderr)
     if args.check_only:

@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from .base import resolve_base
     from .dataset import require_usable, scan
     from .train import FinetuneConfig, finetune
+    from .words import apply_words, restore_words
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="figures JSON")
@@ -160,6 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", type=int, default=200, help="prompts of each kind to measure on")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: tdri finetune's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: tdri finetune's)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None)
+    p.add_argument(
+        "--learn-word",
+        action="append",
+        default=None,
+        help="learn this word's token embedding with the LoRA (tdri finetune --learn-word; repeatable)",
+    )
+    p.add_argument("--word-lr", type=float, default=None)
+    p.add_argument("--words-only", action="store_true", help="learn only the words; the LoRA stays zero")
+    p.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=None,
+        help="share of empty captions (default: tdri finetune's)",
+    )
+    p.add_argument(
+        "--target-modules",
+        default=None,
+        help="comma-separated module names the LoRA wraps (default: tdri finetune's)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--grid", type=Path, default=None, help="PNG: novel prompts, base (top) and fine-tuned")
     args = p.parse_args(argv)
@@ -182,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         **({"steps": args.steps} if args.steps else {}),
         **({"lr": args.lr} if args.lr else {}),
         **({"prior_weight": args.prior_weight} if args.prior_weight is not None else {}),
+        **({"caption_dropout": args.caption_dropout} if args.caption_dropout is not None else {}),
+        **({"lr_schedule": args.lr_schedule} if args.lr_schedule else {}),
+        **({"learn_words": tuple(args.learn_word)} if args.learn_word else {}),
+        **({"word_lr": args.word_lr} if args.word_lr else {}),
+        **({"train_lora": False} if args.words_only else {}),
+        **({"target_modules": tuple(args.target_modules.split(","))} if args.target_modules else {}),
     )
     config = config.replace(validation_prompt=captions[0], validation_steps=int(DEFAULTS["steps"]))
     base = resolve_base(str(args.base))
@@ -206,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(range(len(prompts)))
         base_images = generate(pipe, prompts, seeds, steps, guidance)
         pipe.load_lora_weights(str(result.lora_dir), adapter_name="teal")
+        replaced = apply_words(pipe, result.lora_dir)  # the learnt words' rows, if any
         tuned_images = generate(pipe, prompts, seeds, steps, guidance)
+        restore_words(pipe, replaced)
         pipe.unload_lora_weights()
         if name == "novel" and args.grid is not None:
             args.grid.parent.mkdir(parents=True, exist_ok=True)

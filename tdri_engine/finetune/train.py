@@ -59,6 +59,7 @@ from ..optimizer.dpo import DEFAULT_TARGET_MODULES
 from ..store.fsutil import previous_dir, replace_dir, staging_dir
 from .base import BaseModel
 from .dataset import DatasetReport
+from .words import WordEmbeddings, check_words_supported, save_words
 
 FINETUNE_ADAPTER = "tdri_finetune"  # the LoRA's name while it trains
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # = optimizer.adapters.WEIGHTS_NAME (diffusers')
@@ -96,6 +97,32 @@ class FinetuneConfig:
     prior_weight: float = field(
         default=1.0, metadata=_help("weight of the prior-preservation loss (with prior data only)")
     )
+    caption_dropout: float = field(
+        default=0.0,
+        metadata=_help(
+            "share of the prior's captions (without prior data: of the training captions) "
+            "replaced by the empty prompt, so that the unconditional prediction classifier-free "
+            "guidance subtracts stays what the base knows"
+        ),
+    )
+    lr_schedule: str = field(
+        default="constant", metadata=_help("'constant' after the warm-up, or 'cosine' down to zero")
+    )
+    learn_words: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "words whose token embeddings are learnt with the LoRA (textual inversion): a new "
+            "colour or fabric name; prompts without them give the base's images exactly"
+        ),
+    )
+    word_lr: float = field(default=5e-3, metadata=_help("learning rate of the learnt words' embeddings"))
+    train_lora: bool = field(
+        default=True,
+        metadata=_help(
+            "False: learn only the learn_words embeddings; the LoRA stays zero, so a prompt without "
+            "them gives exactly the base's image"
+        ),
+    )
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping"))
     weight_decay: float = field(default=1e-2, metadata=_help("AdamW weight decay"))
     target_modules: tuple[str, ...] = field(
@@ -104,6 +131,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
+        self.learn_words = tuple(w.strip() for w in self.learn_words if w.strip())
         problems = []
         for name in ("steps", "rank", "batch_size", "grad_accum", "checkpoint_every", "validation_steps"):
             value = getattr(self, name)
@@ -111,12 +139,20 @@ class FinetuneConfig:
                 problems.append(f"{name} must be a whole number >= 1")
         if not 0 < self.lr < 1:
             problems.append("lr must be in (0, 1)")
+        if not self.train_lora and not self.learn_words:
+            problems.append("with the LoRA not trained (words only), name at least one word to learn")
+        if not 0 < self.word_lr < 1:
+            problems.append("word_lr must be in (0, 1)")
+        if not 0 <= self.caption_dropout < 1:
+            problems.append("caption_dropout must be from 0 to below 1")
         if not 0 <= self.prior_weight <= 100:
             problems.append("prior_weight must be from 0 to 100")
         if self.alpha is not None and not self.alpha > 0:
             problems.append("alpha must be > 0")
         if self.resolution is not None and not 8 <= self.resolution <= 4096:
             problems.append("resolution must be from 8 to 4096")
+        if self.lr_schedule not in ("constant", "cosine"):
+            problems.append("lr_schedule must be 'constant' or 'cosine'")
         if self.crop not in ("center", "bucket"):
             problems.append("crop must be 'center' or 'bucket'")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
@@ -133,13 +169,18 @@ class FinetuneConfig:
         return float(self.alpha if self.alpha is not None else self.rank)
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up over the first 5 % of the steps, then constant."""
+        """Linear warm-up over the first 5 % of the steps, then constant, or (``lr_schedule``
+        'cosine') down to zero along half a cosine by the last step."""
         warm = max(1, self.steps // 20)
-        return self.lr * min(1.0, (step + 1) / warm)
+        if step < warm or self.lr_schedule == "constant":
+            return self.lr * min(1.0, (step + 1) / warm)
+        done = (step - warm) / max(1, self.steps - warm)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * done))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["target_modules"] = list(self.target_modules)
+        out["learn_words"] = list(self.learn_words)
         return out
 
     def replace(self, **changes: Any) -> FinetuneConfig:
@@ -149,9 +190,19 @@ class FinetuneConfig:
         """What a resumed run must share with the checkpoint (the rest may change: e.g. how often
         a validation image is rendered)."""
         keep = ("steps", "lr", "rank", "alpha", "batch_size", "grad_accum", "resolution", "crop", "seed")
-        return {k: v for k, v in self.to_dict().items() if k in keep} | {
+        out = {k: v for k, v in self.to_dict().items() if k in keep} | {
             "target_modules": list(self.target_modules)
         }
+        if self.caption_dropout:  # absent when off: checkpoints from before it resume as they were
+            out["caption_dropout"] = self.caption_dropout
+        if self.lr_schedule != "constant":
+            out["lr_schedule"] = self.lr_schedule
+        if self.learn_words:
+            out["learn_words"] = list(self.learn_words)
+            out["word_lr"] = self.word_lr
+        if not self.train_lora:
+            out["train_lora"] = False
+        return out
 
 
 @dataclass
@@ -197,6 +248,8 @@ class Bucket:
     std: Any  # (N, C, h, w) posterior standard deviations, scaled
     embeds: Any  # (N, L, D)
     added: dict[str, Any] | None  # SDXL: text_embeds, time_ids (N rows)
+    empty: tuple[Any, dict[str, Any] | None] | None = None  # the empty prompt's (1, L, D) and added
+    ids: Any = None  # (N + 1, L) token ids, the empty prompt's last: with learnt words only
 
 
 def encode_dataset(
@@ -241,16 +294,26 @@ def encode_dataset(
             stds.append((dist.std * scale).float().cpu())
             done += len(part)
             on_event(Progress("finetune-prepare", done, len(report.examples), "encoding the training images"))
-        embeds, added = encode_prompts(pipe, [ex.caption for ex in examples], w, h)
-        buckets.append(
-            Bucket(
-                (w, h),
-                torch.cat(means),
-                torch.cat(stds),
-                embeds.cpu(),
-                None if added is None else {k: v.cpu() for k, v in added.items()},
-            )
-        )
+        captions = [ex.caption for ex in examples] + ([""] if config.caption_dropout else [])
+        embeds, added = encode_prompts(pipe, captions, w, h)
+        embeds = embeds.cpu()
+        added = None if added is None else {k: v.cpu() for k, v in added.items()}
+        empty = None
+        if config.caption_dropout:  # the last row is the empty prompt's
+            empty = (embeds[-1:], None if added is None else {k: v[-1:] for k, v in added.items()})
+            embeds = embeds[:-1]
+            added = None if added is None else {k: v[:-1] for k, v in added.items()}
+        ids = None
+        if config.learn_words:  # encoded again at every step, through the learnt rows
+            tok = pipe.tokenizer
+            ids = tok(
+                [ex.caption for ex in examples] + [""],
+                padding="max_length",
+                max_length=tok.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+        buckets.append(Bucket((w, h), torch.cat(means), torch.cat(stds), embeds, added, empty, ids))
     return buckets
 
 
@@ -312,12 +375,19 @@ def _named_lora(unet: Any) -> dict[str, Any]:
     return {n: p for n, p in unet.named_parameters() if p.requires_grad and f".{FINETUNE_ADAPTER}" in n}
 
 
-def save_checkpoint(folder: Path, unet: Any, optimizer: Any, step: int, info: dict[str, Any]) -> None:
+def save_checkpoint(
+    folder: Path,
+    unet: Any,
+    optimizer: Any,
+    step: int,
+    info: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """LoRA weights and AdamW moments (keyed by parameter name) as safetensors, the rest as JSON;
     through ``<folder>.tmp`` and a rename, the previous checkpoint kept as ``.old`` until then."""
     from safetensors.torch import save_file
 
-    named = _named_lora(unet)
+    named = _named_lora(unet) | (extra or {})  # extra: the learnt words' offsets
     by_id = {id(p): n for n, p in named.items()}
     tensors = {f"lora.{n}": p.detach().float().contiguous().cpu() for n, p in named.items()}
     scalars: dict[str, dict[str, float]] = {}
@@ -357,13 +427,13 @@ def read_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def load_checkpoint(folder: Path, unet: Any, optimizer: Any) -> None:
+def load_checkpoint(folder: Path, unet: Any, optimizer: Any, extra: dict[str, Any] | None = None) -> None:
     import torch
     from safetensors.torch import load_file
 
     tensors = load_file(str(folder / "state.safetensors"))
     meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
-    named = _named_lora(unet)
+    named = _named_lora(unet) | (extra or {})
     missing = [n for n in named if f"lora.{n}" not in tensors]
     if missing:
         raise TrainingError(
@@ -389,7 +459,7 @@ def load_checkpoint(folder: Path, unet: Any, optimizer: Any) -> None:
             optimizer.state[p] = st
 
 
-def save_lora(pipe: Any, unet: Any, folder: Path, meta: dict[str, Any]) -> Path:
+def save_lora(pipe: Any, unet: Any, folder: Path, meta: dict[str, Any], words: Any = None) -> Path:
     """The trained LoRA in diffusers' format (``load_lora_weights`` reads it), with meta.json,
     through a temporary folder and one rename."""
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -409,6 +479,8 @@ def save_lora(pipe: Any, unet: Any, folder: Path, meta: dict[str, Any]) -> Path:
         safe_serialization=True,
         unet_lora_adapter_metadata=unet.peft_config[FINETUNE_ADAPTER].to_dict(),
     )
+    if words is not None:
+        save_words(tmp, words)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if folder.exists():
         shutil.rmtree(folder)
@@ -521,6 +593,7 @@ def finetune(
         weight_dtype = torch.float32  # no fp16 kernels on the CPU: bf16 autocast is the CPU's
         mixed = "bf16"
     pipe = load_base_pipeline(base, weight_dtype)
+    check_words_supported(pipe, config.learn_words)
     pipe.to(device)
     for name in ("vae", "text_encoder", "text_encoder_2"):
         module = getattr(pipe, name, None)
@@ -544,12 +617,25 @@ def finetune(
         params = attach_finetune_lora(unet, config)
         if config.grad_checkpointing:
             unet.enable_gradient_checkpointing()
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if not config.train_lora:  # words only: the LoRA stays zero (B starts at zero), an exact no-op
+            for param in params:
+                param.requires_grad_(False)
+            params = []
+        groups: list[dict[str, Any]] = [{"params": params}] if params else []
+        words = None
+        if config.learn_words:
+            words = WordEmbeddings(pipe.text_encoder, pipe.tokenizer, config.learn_words)
+            words.delta.data = words.delta.data.to(device)
+            groups.append(
+                {"params": [words.delta], "weight_decay": 0.0, "lr_scale": config.word_lr / config.lr}
+            )
+        extra_params = {"words.delta": words.delta} if words is not None else {}
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         start = 0
         losses: list[float] = []
         prior_losses: list[float] = []
         if found is not None:
-            load_checkpoint(found[0], unet, optimizer)
+            load_checkpoint(found[0], unet, optimizer, extra_params)
             start = int(found[1]["step"])
             losses = [float(v) for v in found[1].get("losses", [])][:start]
             prior_losses = [float(v) for v in found[1].get("prior_losses", [])][:start]
@@ -564,7 +650,7 @@ def finetune(
                 extra: dict[str, Any] = {"losses": losses[:step]}
                 if prior is not None:
                     extra["prior_losses"] = prior_losses[:step]
-                save_checkpoint(ckpt_dir, unet, optimizer, step, info | extra)
+                save_checkpoint(ckpt_dir, unet, optimizer, step, info | extra, extra_params)
 
         step = completed = start
         t0 = time.monotonic()
@@ -578,20 +664,32 @@ def finetune(
                         "Run the same command again to continue from there.",
                     )
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr_at(step)
+                    group["lr"] = config.lr_at(step) * group.get("lr_scale", 1.0)
                 total = prior_total = 0.0
                 for micro in range(config.grad_accum):
                     gen = _generator_for(config.seed, process, step, micro)
-                    halves = [_noisy_batch(buckets, config.batch_size, gen, scheduler)]
+                    # the empty prompt learns what the base knows (the prior), not the new pictures
+                    drop = config.caption_dropout
+                    halves = [
+                        _noisy_batch(
+                            buckets, config.batch_size, gen, scheduler, 0.0 if prior_buckets else drop
+                        )
+                    ]
                     if prior_buckets:  # drawn after the instance half: its batches stay as without
-                        halves.append(_noisy_batch(prior_buckets, config.batch_size, gen, scheduler))
+                        halves.append(_noisy_batch(prior_buckets, config.batch_size, gen, scheduler, drop))
                     weights = (1.0, config.prior_weight)
+                    if words is not None:  # through the learnt rows (the text encoder stays frozen)
+                        for half in halves:
+                            half.embeds = pipe.text_encoder(half.ids.to(device))[0]
                     with accelerator.accumulate(model):
                         parts = _predict_halves(
                             model, halves, weights, device, weight_dtype, autocast, accelerator
                         )
                         if accelerator.sync_gradients:
-                            accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                            if params:
+                                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                            if words is not None:
+                                accelerator.clip_grad_norm_([words.delta], config.max_grad_norm)
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
                     total += sum(w * v for w, v in zip(weights, parts, strict=False)) / config.grad_accum
@@ -660,6 +758,7 @@ def finetune(
                 "images": len(report.examples),
                 "data_hash": info["data"],
                 "trigger_words": list(trigger_words),
+                "learned_words": {} if words is None else dict(words.token_ids),
                 "prior": None
                 if prior is None
                 else {
@@ -673,7 +772,7 @@ def finetune(
                 "processes": accelerator.num_processes,
                 "seconds": round(time.monotonic() - started, 2),
             }
-            save_lora(pipe, unet, lora_dir, meta)
+            save_lora(pipe, unet, lora_dir, meta, words)
         accelerator.end_training()
     except Cancelled:
         raise
@@ -709,11 +808,16 @@ class _Half:
     target: Any
     embeds: Any
     added: dict[str, Any] | None
+    ids: Any = None  # token ids (with learnt words): the embeds are computed from them per step
 
 
-def _noisy_batch(buckets: list[Bucket], batch_size: int, gen: Any, scheduler: Any) -> _Half:
+def _noisy_batch(
+    buckets: list[Bucket], batch_size: int, gen: Any, scheduler: Any, caption_dropout: float = 0.0
+) -> _Half:
     """Draw a batch (``draw_batch``), sample its latents from the stored posteriors, noise them
-    at uniform timesteps; the target is the noise (epsilon) or the velocity (v-prediction)."""
+    at uniform timesteps; the target is the noise (epsilon) or the velocity (v-prediction). With
+    ``caption_dropout``, that share of the captions (drawn last, so the rest of the batch is the
+    same as without) is the empty prompt's, as the base model was trained for guidance."""
     import torch
 
     bucket, idx = draw_batch(buckets, batch_size, gen)
@@ -724,8 +828,21 @@ def _noisy_batch(buckets: list[Bucket], batch_size: int, gen: Any, scheduler: An
     noisy = scheduler.add_noise(latents, noise, t)
     kind = scheduler.config.prediction_type
     target = scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
+    embeds = bucket.embeds[idx]
+    ids = None if bucket.ids is None else bucket.ids[idx]
     added = None if bucket.added is None else {k: v[idx] for k, v in bucket.added.items()}
-    return _Half(noisy, t, target, bucket.embeds[idx], added)
+    if caption_dropout and bucket.empty is not None:
+        drop = torch.rand(len(idx), generator=gen) < caption_dropout
+        if ids is not None:
+            ids = torch.where(drop[:, None], bucket.ids[-1:], ids)
+        empty_embeds, empty_added = bucket.empty
+        embeds = torch.where(drop[:, None, None], empty_embeds, embeds)
+        if added is not None and empty_added is not None:  # SDXL: the pooled embedding too
+            added = dict(
+                added,
+                text_embeds=torch.where(drop[:, None], empty_added["text_embeds"], added["text_embeds"]),
+            )
+    return _Half(noisy, t, target, embeds, added, ids)
 
 
 def _predict_halves(
