@@ -18,7 +18,9 @@
 3. ``tdri finetune``'s training (``train.finetune``) on the committed Atelier generator with
    the default settings (``FinetuneConfig()``: 1,000 steps, rank 8, lr 1e-4, batch 4), with
    prior preservation (``prior=``: each step one batch of teal and one of the prior,
-   loss = mse(teal) + prior_weight * mse(prior)).
+   loss = mse(teal) + prior_weight * mse(prior)), and the colour's name learnt as a word
+   (``--learn-word``, default: the novel value's name; ``--no-learn-word`` trains the LoRA
+   alone, as the earlier figures did).
 4. The same prompts and the same image seeds on the base and on the fine-tuned model: the full
    captions of ``--eval`` *other* novel records (data seed 1: no training caption or picture
    among them), and of ``--eval`` held-out records of the trained world (no teal in them). The
@@ -28,10 +30,12 @@
    Color aspect of the novel prompts is the teal share itself). A ``verdict`` says whether
    both halves of the claim hold: the teal share "far more often" (fine-tuned at least 3x the
    base's and 0.25 above it) and every held-out aspect "as good" (fine-tuned at most
-   ``TOLERANCE`` below the base: 4 of 80 prompts, same prompts and seeds on both models).
+   ``TOLERANCE`` below the base: 20 of the default 400 prompts, same prompts and seeds on both
+   models).
 
 Images are made as ``atelier.gen_eval`` makes them (DDIM, its default steps and guidance,
-one seeded generator per image), the LoRA loaded with diffusers' ``load_lora_weights``.
+one seeded generator per image), the LoRA loaded with diffusers' ``load_lora_weights`` and the
+learnt word's rows with ``words.apply_words``, as the studio's generator loads a profile.
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..atelier.gen_eval import generate, grid
     from ..atelier.gen_train import DEFAULTS
     from ..atelier.splits import sample
+    from ..atelier.world import NOVEL
     from ..generator import load_pipeline
     from .base import resolve_base
     from .dataset import require_usable, scan
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         help="renderings of the trained world for prior preservation (0: none)",
     )
     p.add_argument("--prior-weight", type=float, default=None, help="weight of the prior loss (default: 1)")
-    p.add_argument("--eval", type=int, default=200, help="prompts of each kind to measure on")
+    p.add_argument("--eval", type=int, default=400, help="prompts of each kind to measure on")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: tdri finetune's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: tdri finetune's)")
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None)
@@ -166,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "--learn-word",
         action="append",
         default=None,
-        help="learn this word's token embedding with the LoRA (tdri finetune --learn-word; repeatable)",
+        help="learn this word's token embedding with the LoRA (tdri finetune --learn-word; repeatable; "
+        "default: the novel colour's name)",
     )
+    p.add_argument("--no-learn-word", action="store_true", help="the LoRA alone, no word learnt")
     p.add_argument("--word-lr", type=float, default=None)
     p.add_argument("--words-only", action="store_true", help="learn only the words; the LoRA stays zero")
     p.add_argument(
@@ -205,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         **({"prior_weight": args.prior_weight} if args.prior_weight is not None else {}),
         **({"caption_dropout": args.caption_dropout} if args.caption_dropout is not None else {}),
         **({"lr_schedule": args.lr_schedule} if args.lr_schedule else {}),
-        **({"learn_words": tuple(args.learn_word)} if args.learn_word else {}),
+        learn_words=() if args.no_learn_word else tuple(args.learn_word or NOVEL.values()),
         **({"word_lr": args.word_lr} if args.word_lr else {}),
         **({"train_lora": False} if args.words_only else {}),
         **({"target_modules": tuple(args.target_modules.split(","))} if args.target_modules else {}),
     )
     config = config.replace(validation_prompt=captions[0], validation_steps=int(DEFAULTS["steps"]))
     base = resolve_base(str(args.base))
-    result = finetune(base, report, config, args.work / "run", trigger_words=("teal",), prior=prior)
+    result = finetune(
+        base, report, config, args.work / "run", trigger_words=tuple(NOVEL.values()), prior=prior
+    )
     train_s = time.monotonic() - t0
 
     class Spec:
