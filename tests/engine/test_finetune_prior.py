@@ -448,3 +448,23 @@ def test_a_profile_whose_domain_lora_learnt_a_word_changes_only_the_prompts_that
         # measured (mean |difference| in 0-255 levels, seeds 0-2): 51-71; required: above 1
         assert changed > 1.0, (seed, changed)
         assert np.array_equal(image("a teal dress", False, seed), base_teal)  # switched off: the base
+
+
+def test_the_atelier_fine_tuning_demo_runs_end_to_end_at_a_small_size(tmp_path: Path):
+    """The command behind docs/finetune/atelier.json, at 2 steps and 2 prompts of each kind:
+    the folders, the training with the prior and the learnt word, both models' pictures and the
+    verdict are written."""
+    from tdri_engine.finetune import demo_atelier
+
+    out = tmp_path / "figures.json"
+    args = ["--out", str(out), "--work", str(tmp_path / "work"), "--images", "4", "--prior", "4"]
+    assert demo_atelier.main([*args, "--eval", "2", "--steps", "2", "--grid", str(tmp_path / "g.png")]) == 0
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["training"]["config"]["learn_words"] == ["teal"] and figures["training"]["steps"] == 2
+    assert (tmp_path / "work" / "run" / "lora" / "learned_words.safetensors").is_file()
+    assert set(figures["verdict"]) >= {
+        "both_halves_hold",
+        "new_attribute_far_more_often",
+        "other_aspects_as_good",
+    }
+    assert figures["figures"]["novel"]["prompts"] == 2 and (tmp_path / "g.png").is_file()
