@@ -303,7 +303,9 @@ class PromptParser:
             spans = [(m.start(), m.end()) for m in self._re[name].finditer(rest)]
             out.extend((aspect, rest[a:b]) for a, b in spans)
             rest = _cut(rest, spans)
-        content = _fix_article(_tidy(rest))
+        # "a silk and lace dress": with both adjectives out, their "and" must not stay ("an and dress")
+        rest = re.sub(r"^((?:an?|the)\s+)?(?:and|&|or)\s+", r"\1", _tidy(rest), flags=re.IGNORECASE)
+        content = _fix_article(rest)
         if content and content.casefold() not in self._sets.get("articles", set()):
             out.insert(0, ("Content", content))
         return out

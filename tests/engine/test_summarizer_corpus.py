@@ -429,6 +429,9 @@ def test_what_the_garment_is_with_reads_as_one_list_and_a_new_pattern_replaces_o
     parts = parser.parse("a red dress with long sleeves, stripes and a belt, in a studio")
     assert parts["Size"] == ["long sleeves"] and parts["Others"] == ["stripes", "a belt"]
     assert parser.parse("a red dress with long sleeves and stripes")["Others"] == ["stripes"]
+    # two adjectives joined by "and" both come out of the subject, and so does their "and"
+    assert parser.parse("a silk and lace dress")["Content"] == ["a dress"]
+    assert parser.parse("a striped and fitted dress")["Content"] == ["a dress"]
     # a list with something the keyword lists do not know stays one phrase
     assert parser.parse("a café with a dog and a cat")["Others"] == ["with a dog and a cat"]
 
