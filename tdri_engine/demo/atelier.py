@@ -209,9 +209,26 @@ def build_controlnet(dest: Path, generator_dir: Path, seed: int = 1) -> Path:
     return dest
 
 
+_COMMITTED_HASHES: dict[tuple[str, tuple[tuple[str, int, int], ...]], dict[str, str]] = {}
+
+
+def committed_manifest(folder: Path) -> dict[str, str]:
+    """``manifest`` of a committed role, computed once per process for the same files (path,
+    size, modification time): the shipped weights are read-only and about 30 MB in all."""
+    stats = tuple(
+        (p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in _files(folder)
+    )
+    key = (str(folder), stats)
+    if key not in _COMMITTED_HASHES:
+        _COMMITTED_HASHES[key] = manifest(folder)
+    return _COMMITTED_HASHES[key]
+
+
 def atelier_models_ready(dest: Path | None = None, weights: Path | None = None) -> bool:
-    """Whether ``dest`` holds this version's copy of every committed role (sizes checked against
-    the committed files; the full hash check is the install's) and the derived ControlNet."""
+    """Whether ``dest`` holds this version's copy of every committed role and the derived
+    ControlNet: the hashes the install recorded must be the committed files' (retrained weights
+    of the same architecture have the same sizes: an upgrade must still replace them), and the
+    copy's sizes must be theirs (a damaged copy is seen without hashing it)."""
     from ..models import DEMO_KINDS, missing_files
 
     root = dest if dest is not None else atelier_models_dir()
@@ -224,7 +241,7 @@ def atelier_models_ready(dest: Path | None = None, weights: Path | None = None) 
         entry = installed.get(role)
         if not isinstance(entry, dict) or not (root / role).is_dir():
             return False
-        if _sizes(folder) != _sizes(root / role) or set(entry.get("files", {})) != set(_sizes(folder)):
+        if _sizes(folder) != _sizes(root / role) or entry.get("files") != committed_manifest(folder):
             return False
     if "generator" in committed:
         cn = root / DERIVED
@@ -271,7 +288,12 @@ def install_atelier_models(
             and set(entry.get("files", {})) == set(_sizes(folder))
             and _sizes(folder) == _sizes(root / role)
         )
-        if force or not same or not isinstance(entry, dict) or entry.get("files") != manifest(folder):
+        if (
+            force
+            or not same
+            or not isinstance(entry, dict)
+            or entry.get("files") != committed_manifest(folder)
+        ):
             report(step, steps, f"installing the Atelier {role} model")
             installed[role] = {"kind": TRAINED_KINDS[role], "files": _copy_role(folder, root / role)}
     stale = [r for r in installed if r in TRAINED_KINDS and r not in committed]

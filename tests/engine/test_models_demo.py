@@ -108,6 +108,16 @@ def test_the_atelier_install_copies_the_committed_weights_verified_and_only_once
     assert not atelier.atelier_models_ready()
     atelier.ensure_atelier_models()
     assert atelier.manifest(root / "generator") == atelier.manifest(committed_atelier / "generator")
+    # an upgrade that ships retrained weights of the same architecture (same file sizes, other
+    # numbers) is seen too, and the user's copy is replaced by the new weights
+    unet = committed_atelier / "generator" / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(unet.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of the last tensor: the same size, a valid header
+    unet.write_bytes(bytes(data))
+    assert not atelier.atelier_models_ready()
+    atelier.ensure_atelier_models()
+    assert (root / "generator" / "unet" / unet.name).read_bytes() == bytes(data)
+    assert atelier.atelier_models_ready()
 
 
 def test_a_git_lfs_pointer_in_the_committed_weights_is_refused_with_a_message(
