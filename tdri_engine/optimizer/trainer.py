@@ -598,10 +598,15 @@ def _run_update(
         cancel.raise_if_cancelled()
     state = None
     domain_state = None
+    domain_words: dict[int, Any] = {}
     ae_store = None
     unet_grad = None
     started = time.monotonic()
     try:
+        if domain_dir is not None:  # its learnt words (tdri finetune --learn-word), as the generator has them
+            from ..finetune.words import apply_words
+
+            domain_words = apply_words(pipe, domain_dir)
         data, kept = build_pair_tensors(
             pipe,
             examples,
@@ -714,6 +719,10 @@ def _run_update(
             pipe.unet.requires_grad_(unet_grad)
         if domain_state is not None:  # after the trained adapter: the UNet as it was before both
             detach_lora(pipe.unet, domain_state)
+        if domain_words:  # the text encoder as it was (unchanged when the generator had them on)
+            from ..finetune.words import restore_words
+
+            restore_words(pipe, domain_words)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -223,3 +223,46 @@ def test_an_unusable_domain_lora_stops_the_update_before_it_trains(
     assert tiny_project.count(AdapterVersion) == 0
     assert not getattr(tiny_sd.unet, "peft_config", None)
     assert all(p.used_in == [] for p in tiny_project.all(PreferencePair))
+
+
+def test_an_update_on_a_domain_lora_that_learnt_a_word_encodes_the_prompts_with_it(
+    tiny_sd_dir: Path, domain_dir: Path, tiny_project, tmp_path: Path
+):
+    """`tdri finetune --learn-word` saves the word's rows beside the domain LoRA; the generator puts
+    them into the text encoder. An update run without the studio's generator (`tdri train`) must
+    encode "a teal dress" the same way, and give the text encoder back as it was."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from tdri_engine.finetune.words import WORDS_FILE, apply_words, restore_words, word_token_ids
+
+    folder = tmp_path / "house-words"
+    shutil.copytree(domain_dir, folder)
+    registry = ModelRegistry(_profile(tiny_sd_dir, folder), device="cpu")
+    pipe = registry.get("generator")
+    ids = word_token_ids(pipe.tokenizer, "teal")
+    width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    save_file(
+        {"teal": torch.randn(len(ids), width, generator=torch.Generator().manual_seed(3))},
+        str(folder / WORDS_FILE),
+    )
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    replaced = apply_words(pipe, folder)  # what the generator's text encoder holds
+    want = pipe.encode_prompt(PROMPT, "cpu", 1, False)[0]
+    restore_words(pipe, replaced)
+    plain = pipe.encode_prompt(PROMPT, "cpu", 1, False)[0]
+    assert (want - plain).abs().max().item() > 1e-3  # the word changes the encoding
+
+    seen: list[torch.Tensor] = []
+    handle = pipe.unet.register_forward_hook(
+        lambda module, args, kwargs, output: seen.append(kwargs["encoder_hidden_states"]), with_kwargs=True
+    )
+    _add_pairs(tiny_project, 2, seed=0)
+    try:
+        run_update(tiny_project, registry, tiny_project.settings,
+                   config=DPOConfig(steps=1, batch_size=2, seed=0, lr=1e-3, eval_timesteps=1))  # fmt: skip
+    finally:
+        handle.remove()
+    assert seen and all((e - want[0]).abs().max().item() < 1e-5 for e in (s[0] for s in seen))
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, before)  # given back
