@@ -15,6 +15,10 @@ the LoRA folder, keyed by word, with the token ids in ``meta.json``; ``apply_wor
 into a pipeline's text encoder and returns what it replaced, so ``restore_words`` gives the base
 back. Files are read with safetensors only, and checked against the tokenizer before a row is
 written. SD-1.x bases (one text encoder); SDXL is refused with a message.
+
+A word the tokenizer splits into several tokens learns every one of them; a token it shares
+with other words changes those words too (``meta.json``'s ``learned_words`` lists each word's
+token ids); a word of one token, or an invented one, keeps the guarantee.
 """
 
 from __future__ import annotations
