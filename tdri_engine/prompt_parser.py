@@ -215,7 +215,7 @@ class PromptParser:
             tails, head = [head] + tails, ""
         parts = [head] if head else []
         for clause in tails:
-            if parts and self._belongs_to_subject(clause):
+            if parts and self._belongs_to_subject(clause) and not self._garment_details(parts[-1], clause):
                 parts.append(clause)  # "in a dress", "on the tea": part of what is shown
             else:
                 out.extend(self._clause(clause))
@@ -228,6 +228,13 @@ class PromptParser:
         words = {w.casefold() for w in _WORD.findall(text)}
         listed = self._sets.get(name, set())
         return bool(words & listed) or any(" " in p and p in text.casefold() for p in listed)
+
+    def _garment_details(self, phrase: str, clause: str) -> bool:
+        """ "with long sleeves and a belt" after a garment: its sleeves, pattern and accessories,
+        which go to their aspects (so that the Content question names the garment alone, and a
+        new garment keeps them), where "a girl with a hat" keeps the hat in the subject."""
+        rest = re.match(r"^with\s+(.+)$", clause, re.IGNORECASE)
+        return bool(rest) and self.kind(phrase) == "garment" and bool(self._with_list(rest.group(1), least=1))
 
     def _belongs_to_subject(self, clause: str) -> bool:
         """A phrase after the subject that describes the subject itself, not an aspect: a

@@ -429,6 +429,11 @@ def test_what_the_garment_is_with_reads_as_one_list_and_a_new_pattern_replaces_o
     parts = parser.parse("a red dress with long sleeves, stripes and a belt, in a studio")
     assert parts["Size"] == ["long sleeves"] and parts["Others"] == ["stripes", "a belt"]
     assert parser.parse("a red dress with long sleeves and stripes")["Others"] == ["stripes"]
+    # after a garment, such a list is its details, not part of the subject (the Content question
+    # asks about "the dress", and a new garment keeps them); a person keeps the hat she wears
+    parts = parser.parse("a yellow dress with long sleeves and a belt, in a studio")
+    assert parts["Content"] == ["a dress"] and parts["Others"] == ["a belt"], parts
+    assert parser.parse("a girl with a hat")["Content"] == ["a girl with a hat"]
     # two adjectives joined by "and" both come out of the subject, and so does their "and"
     assert parser.parse("a silk and lace dress")["Content"] == ["a dress"]
     assert parser.parse("a striped and fitted dress")["Content"] == ["a dress"]
