@@ -468,3 +468,35 @@ def test_the_atelier_fine_tuning_demo_runs_end_to_end_at_a_small_size(tmp_path: 
         "other_aspects_as_good",
     }
     assert figures["figures"]["novel"]["prompts"] == 2 and (tmp_path / "g.png").is_file()
+
+
+def test_models_check_reads_a_domain_loras_learnt_words_and_names_what_is_wrong(learnt, tmp_path: Path):
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from tdri_engine.finetune.profiles import domain_lora_problem
+    from tdri_engine.finetune.words import WORDS_FILE
+    from tdri_engine.models import profile_from_dict
+
+    folder = tmp_path / "lora"
+    shutil.copytree(learnt["runs"][0]["result"].lora_dir, folder)
+
+    def problem() -> str:
+        profile = profile_from_dict(
+            {
+                "name": "house",
+                "roles": {"generator": {"kind": "sd15", "source": str(ATELIER)}},
+                "domain_lora": {"path": str(folder), "weight": 1.0, "trigger_words": ["teal"]},
+            }
+        )
+        return domain_lora_problem(profile)
+
+    assert problem() == ""
+    save_file({"teal": torch.zeros(1, 65)}, str(folder / WORDS_FILE))
+    assert "shape (1, 65), not (tokens, 64)" in problem()
+    save_file({"teal": torch.full((1, 64), float("inf"))}, str(folder / WORDS_FILE))
+    assert "NaN or infinite" in problem()
+    (folder / WORDS_FILE).write_bytes(b"not safetensors")
+    assert "not a readable safetensors file" in problem()
