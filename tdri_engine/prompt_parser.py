@@ -234,7 +234,9 @@ class PromptParser:
         which go to their aspects (so that the Content question names the garment alone, and a
         new garment keeps them), where "a girl with a hat" keeps the hat in the subject."""
         rest = re.match(r"^with\s+(.+)$", clause, re.IGNORECASE)
-        return bool(rest) and self.kind(phrase) == "garment" and bool(self._with_list(rest.group(1), least=1))
+        if rest is None or self.kind(phrase) != "garment":
+            return False
+        return bool(self._with_list(rest.group(1), least=1))
 
     def _belongs_to_subject(self, clause: str) -> bool:
         """A phrase after the subject that describes the subject itself, not an aspect: a
