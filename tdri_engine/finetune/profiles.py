@@ -136,18 +136,9 @@ def learned_words_problem(profile: models.ModelProfile, folder: Path) -> str:
     text encoder ("" when they can, or there are none): read without loading the model."""
     import json
 
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from ..errors import AdapterError
+    from .words import load_words
 
-    from .words import WORDS_FILE
-
-    path = folder / WORDS_FILE
-    if not path.is_file():
-        return ""
-    try:
-        rows = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        return f"{WORDS_FILE} is not a readable safetensors file ({exc})."
     width = None
     try:
         source = Path(profile.spec("generator").source).expanduser()
@@ -155,11 +146,8 @@ def learned_words_problem(profile: models.ModelProfile, folder: Path) -> str:
         width = int(config["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # no readable text-encoder config: the generator checks the width when it loads
-    for word, tensor in rows.items():
-        if tensor.dim() != 2 or (width is not None and tensor.shape[1] != width):
-            return (
-                f"the learnt word {word!r} has shape {tuple(tensor.shape)}, not (tokens, {width or 'width'})."
-            )
-        if not bool(tensor.isfinite().all()):
-            return f"the learnt word {word!r} holds NaN or infinite values."
+    try:
+        load_words(folder, width)
+    except AdapterError as exc:
+        return exc.message
     return ""

@@ -93,10 +93,10 @@ def save_words(folder: Path, words: WordEmbeddings) -> dict[str, list[int]]:
     return dict(words.token_ids)
 
 
-def apply_words(pipe: Any, folder: Path) -> dict[int, Any]:
-    """Write the folder's learnt rows into the pipeline's text encoder (nothing when the folder
-    has none); returns the rows they replaced, for ``restore_words``. Raises AdapterError when
-    the file does not fit this tokenizer or text encoder; nothing is written then."""
+def load_words(folder: Path, width: int | None = None) -> dict[str, Any]:
+    """The learnt rows of ``folder`` ({} when it has none), read with safetensors only: each a
+    2-D tensor of finite values, ``width`` wide when given. Raises AdapterError naming what is
+    wrong."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -108,25 +108,41 @@ def apply_words(pipe: Any, folder: Path) -> dict[int, Any]:
         rows = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise AdapterError(f"{path.name} in {folder} is not a readable safetensors file ({exc}).") from exc
-    weight = pipe.text_encoder.get_input_embeddings().weight
-    planned: dict[int, Any] = {}
     for word, tensor in rows.items():
-        ids = word_token_ids(pipe.tokenizer, word)
-        if tensor.dim() != 2 or tuple(tensor.shape) != (len(ids), weight.shape[1]):
+        if tensor.dim() != 2 or (width is not None and tensor.shape[1] != width):
             raise AdapterError(
-                f"The learnt word {word!r} in {path} has shape {tuple(tensor.shape)}; this text encoder "
-                f"needs ({len(ids)}, {weight.shape[1]}).",
+                f"The learnt word {word!r} in {path} has shape {tuple(tensor.shape)}, not "
+                f"(tokens, {width or 'width'}).",
                 "Fine-tune it again on this base model.",
             )
         if not torch.isfinite(tensor).all():
             raise AdapterError(f"The learnt word {word!r} in {path} holds NaN or infinite values.")
+    return rows
+
+
+def apply_words(pipe: Any, folder: Path) -> dict[int, Any]:
+    """Write the folder's learnt rows into the pipeline's text encoder (nothing when the folder
+    has none); returns the rows they replaced, for ``restore_words``. Raises AdapterError when
+    the file does not fit this tokenizer or text encoder; nothing is written then."""
+    import torch
+
+    table = pipe.text_encoder.get_input_embeddings().weight
+    planned: dict[int, Any] = {}
+    for word, tensor in load_words(folder, table.shape[1]).items():
+        ids = word_token_ids(pipe.tokenizer, word)
+        if tensor.shape[0] != len(ids):
+            raise AdapterError(
+                f"The learnt word {word!r} in {folder} has {tensor.shape[0]} token rows; this "
+                f"tokenizer gives it {len(ids)}.",
+                "Fine-tune it again on this base model.",
+            )
         for i, row in zip(ids, tensor, strict=True):
             planned[i] = row
     replaced = {}
     with torch.no_grad():
         for i, row in planned.items():
-            replaced[i] = weight[i].detach().clone()
-            weight[i] = row.to(weight.device, weight.dtype)
+            replaced[i] = table[i].detach().clone()
+            table[i] = row.to(table.device, table.dtype)
     return replaced
 
 
