@@ -599,11 +599,7 @@ class PromptParser:
             parts[i] = _insert_adjectives(parts[i], adjectives, self._article)
         head = " ".join(p for p in parts if p)
         if with_items:
-            listed = (
-                with_items[0]
-                if len(with_items) == 1
-                else f"{', '.join(with_items[:-1])} and {with_items[-1]}"
-            )
+            listed = join_and(with_items)
             joint = ", with" if " with " in f" {head.casefold()} " else " with"  # not "with a belt with"
             head = f"{head}{joint} {listed}".strip(", ")
         backgrounds = []
@@ -628,6 +624,11 @@ class PromptParser:
 
 
 _EMPTY_PAIR = re.compile(r"""(?:«\s*»|“\s*”|„\s*“|"\s*"|'\s*'|「\s*」|『\s*』|\(\s*\)|\[\s*\])""")
+
+
+def join_and(items: list[str]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _tidy(text: str) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 import re
 
+from ..prompt_parser import join_and
 from ..settings import ASPECTS
 from .world import ASPECT_FIELDS, FIELDS, Record
 
@@ -140,11 +141,6 @@ def article(word: str) -> str:
     """ "a" or "an" before ``word`` (by its first sound: "an orange", "a one-piece")."""
     w = word.lower()
     return "an" if w[:1] in "aeiou" and not w.startswith(("one", "uni", "eu")) else "a"
-
-
-def join_and(items: list[str]) -> str:
-    """ "A", "A and B", "A, B and C"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _size_words(record: Record, rng: random.Random | None) -> list[str]:
